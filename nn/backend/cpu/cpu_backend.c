@@ -1,0 +1,115 @@
+/* nn/backend/cpu/cpu_backend.c: the CPU backend: host memory, the row iterator, registration. */
+#include "cpu.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static void *cpu_alloc(size_t nbytes) {
+  /* 64-byte alignment for AVX-512 loads */
+  return aligned_alloc(64, (nbytes + 63) & ~(size_t)63);
+}
+
+static void cpu_free(void *p) { free(p); }
+
+static nn_backend_i cpu_backend;
+
+void nn_cpu_backend_init(void) {
+  if (cpu_backend.name) return;
+  cpu_backend.name = "cpu";
+  cpu_backend.alloc = cpu_alloc;
+  cpu_backend.free = cpu_free;
+  nn_cpu_register_core(&cpu_backend);
+  nn_cpu_register_elementwise(&cpu_backend);
+  nn_cpu_register_reduce(&cpu_backend);
+  nn_cpu_register_nnet(&cpu_backend);
+  nn_cpu_register_index(&cpu_backend);
+  nn_backend_register(NN_DEVICE_CPU, &cpu_backend);
+}
+
+void cpu_iter_init(cpu_iter *it, int n_ops, nn_tensor *const *ops) {
+  memset(it, 0, sizeof *it);
+  it->n_ops = n_ops;
+  const nn_tensor *t0 = ops[0];
+  for (int k = 0; k < n_ops; k++) {
+    it->base[k] = nn_tensor_data(ops[k]);
+    it->esize[k] = (int)nn_dtype_size(ops[k]->dtype);
+  }
+  /* drop size-1 dims, then merge d into d+1 where every operand is contiguous across them */
+  int nd = 0;
+  for (int d = 0; d < t0->ndim; d++) {
+    if (t0->shape[d] == 1) continue;
+    it->shape[nd] = t0->shape[d];
+    for (int k = 0; k < n_ops; k++) it->stride[k][nd] = ops[k]->stride[d];
+    nd++;
+  }
+  if (nd == 0) {
+    it->ndim = 1;
+    it->shape[0] = nn_tensor_numel(t0); /* 1, or 0 for an empty tensor */
+    return;
+  }
+  int m = 0;
+  for (int d = 1; d < nd; d++) {
+    bool ok = true;
+    for (int k = 0; k < n_ops; k++)
+      if (it->stride[k][m] != it->stride[k][d] * it->shape[d]) ok = false;
+    if (ok) {
+      it->shape[m] *= it->shape[d];
+      for (int k = 0; k < n_ops; k++) it->stride[k][m] = it->stride[k][d];
+    } else {
+      m++;
+      it->shape[m] = it->shape[d];
+      for (int k = 0; k < n_ops; k++) it->stride[k][m] = it->stride[k][d];
+    }
+  }
+  it->ndim = m + 1;
+  for (int d = 0; d < it->ndim; d++)
+    if (it->shape[d] == 0) {
+      it->ndim = 1;
+      it->shape[0] = 0;
+    }
+}
+
+/* Runs rows [r0, r1) of the outer index space (all dims but the last) over inner range [i0, i1). */
+static void run_rows(const cpu_iter *it, int64_t r0, int64_t r1, int64_t i0, int64_t i1,
+                     cpu_row_fn fn, const void *ctx) {
+  int nd = it->ndim, last = nd - 1;
+  int64_t s[CPU_MAX_OPS];
+  for (int k = 0; k < it->n_ops; k++) s[k] = it->stride[k][last];
+  for (int64_t r = r0; r < r1; r++) {
+    char *p[CPU_MAX_OPS];
+    int64_t rem = r;
+    int64_t off[CPU_MAX_OPS] = {0};
+    for (int d = last - 1; d >= 0; d--) {
+      int64_t idx = rem % it->shape[d];
+      rem /= it->shape[d];
+      for (int k = 0; k < it->n_ops; k++) off[k] += idx * it->stride[k][d];
+    }
+    for (int k = 0; k < it->n_ops; k++)
+      p[k] = it->base[k] + (off[k] + i0 * s[k]) * it->esize[k];
+    fn(i1 - i0, p, s, ctx);
+  }
+}
+
+void cpu_iter_run(const cpu_iter *it, cpu_row_fn fn, const void *ctx, bool parallel) {
+  int last = it->ndim - 1;
+  int64_t inner = it->shape[last], outer = 1;
+  for (int d = 0; d < last; d++) outer *= it->shape[d];
+  int64_t total = inner * outer;
+  if (total == 0) return;
+  if (!parallel || total < CPU_PAR_MIN) {
+    run_rows(it, 0, outer, 0, inner, fn, ctx);
+    return;
+  }
+  if (outer == 1) { /* one long row: split it into fixed chunks */
+    const int64_t CH = 16384;
+    int64_t nch = (inner + CH - 1) / CH;
+#pragma omp parallel for schedule(static)
+    for (int64_t c = 0; c < nch; c++) {
+      int64_t i0 = c * CH, i1 = i0 + CH < inner ? i0 + CH : inner;
+      run_rows(it, 0, 1, i0, i1, fn, ctx);
+    }
+    return;
+  }
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < outer; r++) run_rows(it, r, r + 1, 0, inner, fn, ctx);
+}

@@ -1,0 +1,220 @@
+/* nn/backend/cpu/cpu_core.c: copy/convert, fill, sum and matrix products on the CPU.
+ * The only file with cblas.h: matrix products go to OpenBLAS, transposed views as transposes.
+ * Shapes: B batch, M rows, K inner, N columns. */
+#include "cpu.h"
+
+#include <cblas.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- copy: out = in0 (expanded to out's shape), converting dtype ---- */
+
+#define COPY_ROW(NAME, TO, TI)                                                                 \
+  static void NAME(int64_t n, char *const *p, const int64_t *s, const void *ctx) {             \
+    (void)ctx;                                                                                 \
+    TO *o = (TO *)p[0];                                                                        \
+    const TI *a = (const TI *)p[1];                                                            \
+    if (s[0] == 1 && s[1] == 1)                                                                \
+      for (int64_t i = 0; i < n; i++) o[i] = (TO)a[i];                                         \
+    else                                                                                       \
+      for (int64_t i = 0; i < n; i++) o[i * s[0]] = (TO)a[i * s[1]];                           \
+  }
+COPY_ROW(copy_ff, float, float)
+COPY_ROW(copy_fd, float, double)
+COPY_ROW(copy_fl, float, int64_t)
+COPY_ROW(copy_df, double, float)
+COPY_ROW(copy_dd, double, double)
+COPY_ROW(copy_dl, double, int64_t)
+COPY_ROW(copy_lf, int64_t, float)
+COPY_ROW(copy_ld, int64_t, double)
+COPY_ROW(copy_ll, int64_t, int64_t)
+
+static int cpu_copy(nn_tensor *const *out, nn_tensor *const *in, const nn_op_params *p) {
+  (void)p;
+  static const cpu_row_fn fns[3][3] = {{copy_ff, copy_fd, copy_fl},
+                                       {copy_df, copy_dd, copy_dl},
+                                       {copy_lf, copy_ld, copy_ll}};
+  nn_tensor *ops[2] = {out[0], in[0]};
+  cpu_iter it;
+  cpu_iter_init(&it, 2, ops);
+  cpu_iter_run(&it, fns[out[0]->dtype][in[0]->dtype], NULL, true);
+  return NN_OK;
+}
+
+/* ---- fill ---- */
+
+typedef struct {
+  nn_dtype dt;
+  double v;
+} fill_ctx;
+
+static void fill_any(int64_t n, char *const *p, const int64_t *s, const void *vctx) {
+  const fill_ctx *c = vctx;
+  switch (c->dt) {
+  case NN_DTYPE_F32: {
+    float *o = (float *)p[0], v = (float)c->v;
+    for (int64_t i = 0; i < n; i++) o[i * s[0]] = v;
+  } break;
+  case NN_DTYPE_F64: {
+    double *o = (double *)p[0];
+    for (int64_t i = 0; i < n; i++) o[i * s[0]] = c->v;
+  } break;
+  case NN_DTYPE_I64: {
+    int64_t *o = (int64_t *)p[0], v = (int64_t)c->v;
+    for (int64_t i = 0; i < n; i++) o[i * s[0]] = v;
+  } break;
+  }
+}
+
+static int cpu_fill(nn_tensor *const *out, nn_tensor *const *in, const nn_op_params *p) {
+  (void)in;
+  fill_ctx c = {out[0]->dtype, p->f[0]};
+  cpu_iter it;
+  cpu_iter_init(&it, 1, out);
+  cpu_iter_run(&it, fill_any, &c, true);
+  return NN_OK;
+}
+
+/* ---- sum: out (keepdim) = sum of in0 over the dims where out has size 1 ----
+ * Accumulates in double, walking the input in row-major order: the result does not depend on the
+ * thread count. */
+
+static void sum_row(int64_t n, char *const *p, const int64_t *s, const void *ctx) {
+  double *acc = (double *)p[0];
+  nn_dtype dt = *(const nn_dtype *)ctx;
+  if (dt == NN_DTYPE_F32) {
+    const float *a = (const float *)p[1];
+    if (s[0] == 0) {
+      double t = 0;
+      for (int64_t i = 0; i < n; i++) t += a[i * s[1]];
+      acc[0] += t;
+    } else {
+      for (int64_t i = 0; i < n; i++) acc[i * s[0]] += a[i * s[1]];
+    }
+  } else {
+    const double *a = (const double *)p[1];
+    if (s[0] == 0) {
+      double t = 0;
+      for (int64_t i = 0; i < n; i++) t += a[i * s[1]];
+      acc[0] += t;
+    } else {
+      for (int64_t i = 0; i < n; i++) acc[i * s[0]] += a[i * s[1]];
+    }
+  }
+}
+
+static int cpu_sum(nn_tensor *const *out, nn_tensor *const *in, const nn_op_params *p) {
+  (void)p;
+  nn_tensor *o = out[0], *a = in[0];
+  nn_tensor *acc = NULL, *eacc = NULL;
+  int rc = nn_tensor_zeros(&acc, o->ndim, o->shape, NN_DTYPE_F64, nn_cpu);
+  if (!rc) {
+    eacc = nn_alias(acc);
+    if (!eacc) rc = nn_seterr(NN_ERR_NOMEM, "sum: out of memory");
+  }
+  if (!rc) {
+    for (int d = 0; d < a->ndim; d++) {
+      eacc->shape[d] = a->shape[d];
+      if (o->shape[d] == 1) eacc->stride[d] = 0;
+    }
+    nn_tensor *ops[2] = {eacc, a};
+    cpu_iter it;
+    cpu_iter_init(&it, 2, ops);
+    /* parallel only over rows that write distinct accumulators */
+    bool par = it.ndim >= 2;
+    for (int d = 0; d < it.ndim - 1; d++)
+      if (it.stride[0][d] == 0) par = false;
+    if (it.stride[0][it.ndim - 1] == 0 && it.ndim == 1) par = false;
+    cpu_iter_run(&it, sum_row, &a->dtype, par);
+    nn_tensor *src = acc;
+    nn_tensor *ops2[2] = {o, src};
+    cpu_iter it2;
+    cpu_iter_init(&it2, 2, ops2);
+    static const cpu_row_fn conv[2] = {copy_fd, copy_dd};
+    cpu_iter_run(&it2, conv[o->dtype == NN_DTYPE_F64], NULL, false);
+  }
+  nn_tensor_free(eacc);
+  nn_tensor_free(acc);
+  return rc;
+}
+
+/* ---- matmul: out (B, M, N) = in0 (B, M, K) @ in1 (B, K, N) [+ out if p->i[0]] ---- */
+
+/* BLAS layout of a 2-D row-major operand with strides (rs, cs): row-major no-trans when cs == 1,
+ * as a transposed column-major-like matrix when rs == 1. */
+static int blas_layout(int64_t rows, int64_t cols, int64_t rs, int64_t cs, CBLAS_TRANSPOSE *tr,
+                       int64_t *ld) {
+  if (cs == 1 && rs >= (cols > 1 ? cols : 1)) {
+    *tr = CblasNoTrans;
+    *ld = rs;
+    return 1;
+  }
+  if (rs == 1 && cs >= (rows > 1 ? rows : 1)) {
+    *tr = CblasTrans;
+    *ld = cs;
+    return 1;
+  }
+  if (rows == 1 && cs == 1) { /* a single row: any leading dim */
+    *tr = CblasNoTrans;
+    *ld = cols > 1 ? cols : 1;
+    return 1;
+  }
+  if (cols == 1 && rs == 1) {
+    *tr = CblasTrans;
+    *ld = rows > 1 ? rows : 1;
+    return 1;
+  }
+  return 0;
+}
+
+static int cpu_matmul(nn_tensor *const *out, nn_tensor *const *in, const nn_op_params *p) {
+  nn_tensor *o = out[0], *a = in[0], *b = in[1];
+  nn_tensor *ac = NULL, *bc = NULL;
+  int64_t B = o->shape[0], M = o->shape[1], N = o->shape[2], K = a->shape[2];
+  CBLAS_TRANSPOSE ta, tb;
+  int64_t lda, ldb;
+  int rc = NN_OK;
+  /* operands BLAS cannot read in place (general strides) are packed first */
+  if (!blas_layout(M, K, a->stride[1], a->stride[2], &ta, &lda)) {
+    rc = nn_tensor_empty(&ac, 3, a->shape, a->dtype, nn_cpu);
+    if (!rc) rc = nn_copy_(ac, a);
+    if (rc) goto done;
+    a = ac;
+    blas_layout(M, K, a->stride[1], a->stride[2], &ta, &lda);
+  }
+  if (!blas_layout(K, N, b->stride[1], b->stride[2], &tb, &ldb)) {
+    rc = nn_tensor_empty(&bc, 3, b->shape, b->dtype, nn_cpu);
+    if (!rc) rc = nn_copy_(bc, b);
+    if (rc) goto done;
+    b = bc;
+    blas_layout(K, N, b->stride[1], b->stride[2], &tb, &ldb);
+  }
+  NN_ASSERT(o->stride[2] == 1 && o->stride[1] == N);
+  double beta = p->i[0] ? 1.0 : 0.0;
+  if (M == 0 || N == 0) goto done;
+  if (K == 0) {
+    if (!p->i[0]) rc = nn_fill_(o, 0.0);
+    goto done;
+  }
+  for (int64_t i = 0; i < B; i++) {
+    if (o->dtype == NN_DTYPE_F32)
+      cblas_sgemm(CblasRowMajor, ta, tb, (int)M, (int)N, (int)K, 1.0f,
+                  F32(a) + i * a->stride[0], (int)lda, F32(b) + i * b->stride[0], (int)ldb,
+                  (float)beta, F32(o) + i * o->stride[0], (int)N);
+    else
+      cblas_dgemm(CblasRowMajor, ta, tb, (int)M, (int)N, (int)K, 1.0, F64(a) + i * a->stride[0],
+                  (int)lda, F64(b) + i * b->stride[0], (int)ldb, beta,
+                  F64(o) + i * o->stride[0], (int)N);
+  }
+done:
+  nn_tensor_free(ac);
+  nn_tensor_free(bc);
+  return rc;
+}
+
+void nn_cpu_register_core(nn_backend_i *be) {
+  be->kernels[NN_OP_COPY] = cpu_copy;
+  be->kernels[NN_OP_FILL] = cpu_fill;
+  be->kernels[NN_OP_SUM] = cpu_sum;
+  be->kernels[NN_OP_MATMUL] = cpu_matmul;
+}
