@@ -266,10 +266,10 @@ int nn_backward(nn_tensor *root, nn_tensor *grad) {
 
 void nn_tensor_zero_grad(nn_tensor *t, bool set_to_none) {
   if (!t->grad) return;
-  if (set_to_none || t->grad->refcount > 1) {
+  if (set_to_none) {
     nn_tensor_free(t->grad);
     t->grad = NULL;
   } else {
-    nn_fill_(t->grad, 0.0);
+    nn_fill_(t->grad, 0.0); /* in place: grads may be views into a flat buffer */
   }
 }

@@ -25,7 +25,7 @@ enum nn_op_id {
 /* Parameters of one kernel call: integers and floats, meaning given per op in its .def line. */
 typedef struct nn_op_params {
   int64_t i[16];
-  double f[4];
+  double f[8];
 } nn_op_params;
 
 typedef int (*nn_kernel_fn)(nn_tensor *const *out, nn_tensor *const *in, const nn_op_params *p);

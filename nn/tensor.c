@@ -408,6 +408,20 @@ int nn_fill_(nn_tensor *t, double v) {
   return nn_dispatch(NN_OP_FILL, 1, &t, 0, NULL, &p);
 }
 
+int nn_tensor_rebind_(nn_tensor *t, const nn_tensor *v) {
+  char b1[128], b2[128];
+  if (!nn_tensor_same_shape(t, v) || t->dtype != v->dtype)
+    return nn_seterr(NN_ERR_SHAPE, "rebind: %s %s and %s %s differ", nn_dtype_name(t->dtype),
+                     nn_shape_str(t, b1, sizeof b1), nn_dtype_name(v->dtype),
+                     nn_shape_str(v, b2, sizeof b2));
+  v->storage->refcount++;
+  storage_release(t->storage);
+  t->storage = v->storage;
+  t->offset = v->offset;
+  memcpy(t->stride, v->stride, sizeof t->stride);
+  return NN_OK;
+}
+
 /* ---------------------------------------------------------------- views */
 
 /* A new tensor object sharing t's storage (retained), with t's dtype; shape set by the caller. */

@@ -154,6 +154,9 @@ int nn_detach(nn_tensor **out, nn_tensor *t);
 /* ---- in-place (not recorded by autograd; for optimizers and initialisation) ---- */
 int nn_copy_(nn_tensor *dst, const nn_tensor *src); /* src broadcast to dst, dtype converted */
 int nn_fill_(nn_tensor *t, double v);
+/* Makes t a view of the same memory as v (same shape and dtype required): t's old storage is
+ * released. For flat parameter buffers: the parameter object stays, its memory moves. */
+int nn_tensor_rebind_(nn_tensor *t, const nn_tensor *v);
 
 /* Normalises a possibly negative dim against ndim; returns -1 when out of range. */
 int nn_wrap_dim(int dim, int ndim);
