@@ -245,48 +245,48 @@ int nn_optim_state(nn_optim *opt, nn_named **out, int *n) {
   return NN_OK;
 }
 
-int nn_optim_load_state(nn_optim *opt, int n, const nn_named *state, int64_t step) {
-  /* validate everything first */
-  int *idx = malloc((size_t)(n > 0 ? n : 1) * sizeof *idx);
-  if (!idx) return nn_seterr(NN_ERR_NOMEM, "optim load: out of memory");
+/* Validates state entries against opt; fills idx[j] = param * 3 + buffer. */
+static int validate_state(nn_optim *opt, int n, const nn_named *state, int *idx) {
   for (int j = 0; j < n; j++) {
     int i = -1, k = -1;
     char bn[64];
-    if (sscanf(state[j].name, "%d.%63s", &i, bn) != 2 || i < 0 || i >= opt->n) {
-      free(idx);
+    if (sscanf(state[j].name, "%d.%63s", &i, bn) != 2 || i < 0 || i >= opt->n)
       return nn_seterr(NN_ERR_ARG, "optim load: state entry \"%s\" does not match an optimizer "
                                    "over %d parameters", state[j].name, opt->n);
-    }
     for (int q = 0; q < 3; q++)
       if (buf_names[opt->kind][q] && !strcmp(buf_names[opt->kind][q], bn)) k = q;
-    if (k < 0) {
-      free(idx);
-      return nn_seterr(NN_ERR_ARG, "optim load: state entry \"%s\" is not a %s buffer", state[j].name,
-                       nn_optim_kind_name(opt->kind));
-    }
+    if (k < 0)
+      return nn_seterr(NN_ERR_ARG, "optim load: state entry \"%s\" is not a %s buffer",
+                       state[j].name, nn_optim_kind_name(opt->kind));
     if (!nn_tensor_same_shape(state[j].t, opt->ps[i].p) || state[j].t->dtype != NN_DTYPE_F32) {
       char b1[128], b2[128];
-      free(idx);
       return nn_seterr(NN_ERR_SHAPE, "optim load: state \"%s\" has shape %s, parameter %d has %s",
                        state[j].name, nn_shape_str(state[j].t, b1, sizeof b1), i,
                        nn_shape_str(opt->ps[i].p, b2, sizeof b2));
     }
-    idx[j] = i * 3 + k;
+    if (idx) idx[j] = i * 3 + k;
   }
-  /* then write */
-  for (int j = 0; j < n; j++) {
+  return NN_OK;
+}
+
+int nn_optim_check_state(nn_optim *opt, int n, const nn_named *state) {
+  return validate_state(opt, n, state, NULL);
+}
+
+int nn_optim_load_state(nn_optim *opt, int n, const nn_named *state, int64_t step) {
+  int *idx = malloc((size_t)(n > 0 ? n : 1) * sizeof *idx);
+  if (!idx) return nn_seterr(NN_ERR_NOMEM, "optim load: out of memory");
+  int rc = validate_state(opt, n, state, idx);
+  /* buffers are allocated before anything is written, so a failure writes nothing */
+  for (int j = 0; !rc && j < n; j++) rc = ensure_buf(&opt->ps[idx[j] / 3], idx[j] % 3);
+  for (int j = 0; !rc && j < n; j++) {
     int i = idx[j] / 3, k = idx[j] % 3;
-    int rc = ensure_buf(&opt->ps[i], k);
-    if (!rc) rc = nn_copy_(opt->ps[i].buf[k], state[j].t);
-    if (rc) {
-      free(idx);
-      return rc;
-    }
+    rc = nn_copy_(opt->ps[i].buf[k], state[j].t);
     if (opt->kind == NN_OPTIM_SGD) opt->ps[i].started = true;
   }
   free(idx);
-  opt->step = step;
-  return NN_OK;
+  if (!rc) opt->step = step;
+  return rc;
 }
 
 int nn_clip_grad_norm(double *total_norm, int n, nn_tensor *const *params, double max_norm) {

@@ -66,6 +66,8 @@ int nn_optim_state(nn_optim *opt, nn_named **out, int *n);
 /* Restores state saved by nn_optim_state (same parameter count and shapes). All checks run
  * before anything is written: a mismatch leaves the optimizer untouched (NN_ERR_SHAPE/ARG). */
 int nn_optim_load_state(nn_optim *opt, int n, const nn_named *state, int64_t step);
+/* The checks of nn_optim_load_state alone (nothing written). */
+int nn_optim_check_state(nn_optim *opt, int n, const nn_named *state);
 
 /* Scales the grads of the n tensors so that their global L2 norm is at most max_norm; returns
  * the norm before clipping in *total_norm (computed in double). */
