@@ -10,5 +10,6 @@
 #include "ops_nnet.h"
 #include "ops_index.h"
 #include "rng.h"
+#include "data.h"
 
 #endif
