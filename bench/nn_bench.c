@@ -169,6 +169,7 @@ static void bench_ops(int quick) {
 }
 
 int main(int argc, char **argv) {
+  nn_blas_init(argv);
   int threads = 0, quick = 0;
   for (int i = 1; i < argc; i++) {
     if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
@@ -179,7 +180,7 @@ int main(int argc, char **argv) {
     }
   }
   nn_set_num_threads(threads);
-  printf("wb core benchmark: %d thread(s)\n\n", nn_get_num_threads());
+  printf("wb core benchmark: %d thread(s), OpenBLAS kernels %s\n\n", nn_get_num_threads(), nn_blas_core());
   bench_gemm(quick);
   bench_ops(quick);
   return 0;

@@ -92,6 +92,15 @@ void nn_assert_fail(const char *file, int line, const char *expr) __attribute__(
 /* One setting for both wb's own OpenMP loops and OpenBLAS. n <= 0 means all cores. */
 void nn_set_num_threads(int n);
 int nn_get_num_threads(void);
+/* OpenBLAS 0.3.21 (Debian 12) does not recognise recent Intel CPUs and falls back to its slow
+ * SSE3 kernels ("Prescott"), a 5x loss on matrix products. Programs call this first in main():
+ * when OPENBLAS_CORETYPE is unset and OpenBLAS chose Prescott on a CPU with AVX-512 (AVX2), it
+ * sets OPENBLAS_CORETYPE=SkylakeX (Haswell) and re-executes the program (OpenBLAS reads it when it
+ * loads, before main). Returns when no re-exec was needed or possible. WB_NO_BLAS_TUNE=1 turns
+ * it off. */
+void nn_blas_init(char **argv);
+/* The OpenBLAS kernel set in use ("SkylakeX", "Prescott", ...). */
+const char *nn_blas_core(void);
 
 /* ---- creation ---- */
 /* New contiguous tensor with uninitialised contents. */

@@ -208,7 +208,9 @@ out:
   nn_module_free(m);
 }
 
-int main(void) {
+int main(int argc, char **argv) {
+  (void)argc;
+  nn_blas_init(argv); /* fast OpenBLAS kernels: this test trains for real */
   nn_dataset *train = NULL, *test = NULL;
   if (nn_fashion_mnist_load(&train, NULL, "train") || nn_fashion_mnist_load(&test, NULL, "test")) {
     fprintf(stderr, "FAIL: %s\n", nn_errmsg());

@@ -1,8 +1,11 @@
 /* nn/backend/cpu/cpu_backend.c: the CPU backend: host memory, the row iterator, registration. */
 #include "cpu.h"
 
+#include <cblas.h>
 #include <stdlib.h>
+#include <unistd.h>
 #include <string.h>
+#include <strings.h>
 
 static void *cpu_alloc(size_t nbytes) {
   /* 64-byte alignment for AVX-512 loads */
@@ -113,4 +116,24 @@ void cpu_iter_run(const cpu_iter *it, cpu_row_fn fn, const void *ctx, bool paral
   }
 #pragma omp parallel for schedule(static)
   for (int64_t r = 0; r < outer; r++) run_rows(it, r, r + 1, 0, inner, fn, ctx);
+}
+
+const char *nn_blas_core(void) { return openblas_get_corename(); }
+
+void nn_blas_init(char **argv) {
+  const char *off = getenv("WB_NO_BLAS_TUNE");
+  if ((off && *off && strcmp(off, "0")) || getenv("OPENBLAS_CORETYPE")) return;
+  const char *core = openblas_get_corename();
+  if (!core || strcasecmp(core, "prescott")) return; /* OpenBLAS recognised the CPU */
+  const char *want = NULL;
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+      __builtin_cpu_supports("avx512vl"))
+    want = "SkylakeX";
+  else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+    want = "Haswell";
+  if (!want || !argv || !argv[0]) return;
+  setenv("OPENBLAS_CORETYPE", want, 1);
+  execv("/proc/self/exe", argv); /* returns only on failure: carry on with the slow kernels */
+  unsetenv("OPENBLAS_CORETYPE");
 }
