@@ -126,8 +126,10 @@ static int as_batched(nn_tensor **out, nn_tensor *t) {
     bstride = t->shape[nb] * t->shape[nb + 1];
   }
   nn_tensor *v = nn_alias(src);
-  nn_tensor_free(c);
-  if (!v) return nn_seterr(NN_ERR_NOMEM, "matmul: out of memory");
+  if (!v) {
+    nn_tensor_free(c);
+    return nn_seterr(NN_ERR_NOMEM, "matmul: out of memory");
+  }
   v->ndim = 3;
   v->shape[0] = B;
   v->stride[0] = bstride;
@@ -135,6 +137,7 @@ static int as_batched(nn_tensor **out, nn_tensor *t) {
   v->stride[1] = src->stride[nb];
   v->shape[2] = src->shape[nb + 1];
   v->stride[2] = src->stride[nb + 1];
+  nn_tensor_free(c); /* v keeps the storage; src (== c) is read above */
   *out = v;
   return NN_OK;
 }
