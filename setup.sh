@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 PKGS="build-essential cmake pkg-config libopenblas-openmp-dev zlib1g-dev liblua5.4-dev
-      libsqlite3-dev libcjson-dev dataset-fashion-mnist"
+      libsqlite3-dev libcjson-dev dataset-fashion-mnist sqlite3 chromium python3"
 missing=""
 for p in $PKGS; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 if [ -n "$missing" ]; then

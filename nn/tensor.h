@@ -95,9 +95,11 @@ int nn_get_num_threads(void);
 /* OpenBLAS 0.3.21 (Debian 12) does not recognise recent Intel CPUs and falls back to its slow
  * SSE3 kernels ("Prescott"), a 5x loss on matrix products. Programs call this first in main():
  * when OPENBLAS_CORETYPE is unset and OpenBLAS chose Prescott on a CPU with AVX-512 (AVX2), it
- * sets OPENBLAS_CORETYPE=SkylakeX (Haswell) and re-executes the program (OpenBLAS reads it when it
- * loads, before main). Returns when no re-exec was needed or possible. WB_NO_BLAS_TUNE=1 turns
- * it off. */
+ * sets OPENBLAS_CORETYPE=SkylakeX (Haswell) and re-runs OpenBLAS's kernel selection in-process
+ * (gotoblas_dynamic_init of DYNAMIC_ARCH builds), or, where that is unavailable, re-executes the
+ * program (argv) so that OpenBLAS reads the setting when it loads. WB_NO_BLAS_TUNE=1 turns it
+ * off. The CPU backend calls it (without argv: in-process only) when it initialises, at the
+ * first tensor operation; programs may call it first thing in main() to allow the re-exec. */
 void nn_blas_init(char **argv);
 /* The OpenBLAS kernel set in use ("SkylakeX", "Prescott", ...). */
 const char *nn_blas_core(void);

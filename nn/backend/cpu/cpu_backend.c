@@ -28,6 +28,7 @@ void nn_cpu_backend_init(void) {
   nn_cpu_register_index(&cpu_backend);
   nn_cpu_register_optim(&cpu_backend);
   nn_backend_register(NN_DEVICE_CPU, &cpu_backend);
+  nn_blas_init(NULL); /* OpenBLAS's fast kernels on CPUs it does not recognise (in-process) */
 }
 
 void cpu_iter_init(cpu_iter *it, int n_ops, nn_tensor *const *ops) {
@@ -120,6 +121,10 @@ void cpu_iter_run(const cpu_iter *it, cpu_row_fn fn, const void *ctx, bool paral
 
 const char *nn_blas_core(void) { return openblas_get_corename(); }
 
+/* DYNAMIC_ARCH builds of OpenBLAS (Debian's) export these; weak so that other builds link. */
+extern void gotoblas_dynamic_init(void) __attribute__((weak));
+extern void gotoblas_dynamic_quit(void) __attribute__((weak));
+
 void nn_blas_init(char **argv) {
   const char *off = getenv("WB_NO_BLAS_TUNE");
   if ((off && *off && strcmp(off, "0")) || getenv("OPENBLAS_CORETYPE")) return;
@@ -132,8 +137,14 @@ void nn_blas_init(char **argv) {
     want = "SkylakeX";
   else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
     want = "Haswell";
-  if (!want || !argv || !argv[0]) return;
+  if (!want) return;
   setenv("OPENBLAS_CORETYPE", want, 1);
-  execv("/proc/self/exe", argv); /* returns only on failure: carry on with the slow kernels */
+  if (gotoblas_dynamic_init && gotoblas_dynamic_quit) {
+    /* re-run OpenBLAS's kernel selection in this process, now that the core type is set */
+    gotoblas_dynamic_quit();
+    gotoblas_dynamic_init();
+    if (!strcasecmp(openblas_get_corename(), want)) return;
+  }
+  if (argv && argv[0]) execv("/proc/self/exe", argv); /* returns only on failure */
   unsetenv("OPENBLAS_CORETYPE");
 }
