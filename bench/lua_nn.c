@@ -102,9 +102,10 @@ static int lnn_module_is_training(lua_State *L) {
   return 1;
 }
 
-/* m:zero_grad(set_to_none?): zeroes the grads in place unless set_to_none (flat grads stay) */
+/* m:zero_grad(set_to_none?): drops the grads by default; grads that share memory (flat buffers)
+ * are zeroed in place */
 static int lnn_module_zero_grad(lua_State *L) {
-  nn_module_zero_grad(wb_lua_checkmodule(L, 1), lua_toboolean(L, 2));
+  nn_module_zero_grad(wb_lua_checkmodule(L, 1), lua_isnoneornil(L, 2) ? true : lua_toboolean(L, 2));
   return 0;
 }
 

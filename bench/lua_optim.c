@@ -171,9 +171,10 @@ static int lnn_optim_step(lua_State *L) {
   return 0;
 }
 
-/* opt:zero_grad(set_to_none?): zeroes in place by default (flat gradient buffers stay views) */
+/* opt:zero_grad(set_to_none?): drops the grads by default (PyTorch's default; the next backward
+ * stores its gradient without an add); grads that share memory (flat buffers) are zeroed in place */
 static int lnn_optim_zero_grad(lua_State *L) {
-  nn_optim_zero_grad(checkoptim(L, 1)->o, lua_toboolean(L, 2));
+  nn_optim_zero_grad(checkoptim(L, 1)->o, lua_isnoneornil(L, 2) ? true : lua_toboolean(L, 2));
   return 0;
 }
 

@@ -113,7 +113,7 @@ static void run(const char *name, const nn_dataset *train, const nn_dataset *tes
     if (got == 0) continue; /* next epoch */
     TRY(nn_module_forward(m, x, &logits));
     TRY(nn_cross_entropy(&loss, logits, y, NN_REDUCTION_MEAN));
-    nn_optim_zero_grad(opt, false);
+    nn_optim_zero_grad(opt, true);
     TRY(nn_backward(loss, NULL));
     TRY(nn_optim_step(opt));
     done += x->shape[0];

@@ -266,10 +266,13 @@ int nn_backward(nn_tensor *root, nn_tensor *grad) {
 
 void nn_tensor_zero_grad(nn_tensor *t, bool set_to_none) {
   if (!t->grad) return;
-  if (set_to_none) {
+  /* A grad whose memory is shared (a view into a flat gradient buffer) is zeroed in place even
+   * when set_to_none asks to drop it, so the flat buffer stays the gradient. A caller holding the
+   * grad tensor itself keeps its values, as in PyTorch. */
+  if (set_to_none && t->grad->storage->refcount == 1) {
     nn_tensor_free(t->grad);
     t->grad = NULL;
   } else {
-    nn_fill_(t->grad, 0.0); /* in place: grads may be views into a flat buffer */
+    nn_fill_(t->grad, 0.0);
   }
 }

@@ -49,7 +49,10 @@ int nn_tensor_set_requires_grad(nn_tensor *t, bool on);
  * given. Gradients accumulate (+=) into leaves' grad. */
 int nn_backward(nn_tensor *root, nn_tensor *grad);
 
-/* Drops a leaf's accumulated grad (set_to_none) or zeroes it in place. */
+/* Drops a leaf's accumulated grad (set_to_none: the next backward then stores its gradient
+ * without an add, PyTorch's default) or zeroes it in place. A grad whose memory is shared (a
+ * view into a flat gradient buffer, nn_module_flatten) is always zeroed in place, so the flat
+ * buffer stays the gradient; a caller holding the dropped grad tensor keeps its values. */
 void nn_tensor_zero_grad(nn_tensor *t, bool set_to_none);
 
 /* For op front-ends: true when grad mode is on and any of the n inputs requires grad. */

@@ -47,7 +47,7 @@ static int train_steps(nn_module *m, nn_optim *opt, nn_batcher *b, int steps, do
     rc = nn_module_forward(m, x, &logits);
     if (!rc) rc = nn_cross_entropy(&loss, logits, y, NN_REDUCTION_MEAN);
     if (!rc) {
-      nn_optim_zero_grad(opt, false);
+      nn_optim_zero_grad(opt, true);
       rc = nn_backward(loss, NULL);
     }
     if (!rc) rc = nn_optim_step(opt);
