@@ -17,4 +17,6 @@ fi
 [ "${1:-}" = "--deps-only" ] && exit 0
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build -j"$(nproc)"
-./build/bench/wb_bench_nn
+# The main job: train the MLP on Fashion-MNIST, log it to results/wb.sqlite, write the report.
+./build/bench/wb run scripts/quickstart.lua
+echo "setup: done. The report is $(pwd)/results/quickstart.html (Markdown: results/quickstart.md)."

@@ -6,6 +6,13 @@
 #include <math.h>
 #include <string.h>
 
+/* th_noncontig that consumes its argument */
+static nn_tensor *nc_of(nn_tensor *t) {
+  nn_tensor *v = th_noncontig(t);
+  nn_tensor_free(t);
+  return v;
+}
+
 static nn_tensor *req(nn_tensor *t) {
   nn_tensor_set_requires_grad(t, true);
   return t;
@@ -103,7 +110,7 @@ static int scalar_fn(void *ctx, nn_tensor **in, nn_tensor **out) {
 
 static void test_scalar(void) {
   for (int code = 0; code < 4; code++) {
-    nn_tensor *a = th_noncontig(th_rand(2, (int64_t[]){3, 5}, 0.5, 2.0)), *o = NULL;
+    nn_tensor *a = nc_of(th_rand(2, (int64_t[]){3, 5}, 0.5, 2.0)), *o = NULL;
     int64_t n = nn_tensor_numel(a);
     OK(scalar_fn(&code, &a, &o));
     double *ref = th_to_double(a);
@@ -127,7 +134,7 @@ static int sum_fn(void *ctx, nn_tensor **in, nn_tensor **out) {
 static void test_sum(void) {
   int64_t sh[3] = {3, 4, 5};
   for (unsigned mask = 1; mask < 8; mask++) {
-    nn_tensor *a = th_noncontig(th_rand(3, sh, -1, 1)), *o = NULL;
+    nn_tensor *a = nc_of(th_rand(3, sh, -1, 1)), *o = NULL;
     OK(nn_sum_dims(&o, a, mask, false));
     double ref[60] = {0};
     /* reference: index into the kept dims */
