@@ -349,6 +349,9 @@ static lrun *push_run(lua_State *L, const char *experiment, const char *name, in
   }
   if (host->command && wb_store_tag_set(s, id, "wb.command", host->command) != WB_OK)
     luaL_error(L, "%s", wb_store_errmsg(s));
+  /* the BLAS kernels behind every matrix product: timings depend on them */
+  if (wb_store_tag_set(s, id, "wb.blas", nn_blas_core()) != WB_OK)
+    luaL_error(L, "%s", wb_store_errmsg(s));
   if (tags) {
     int64_t n;
     wb_kv *kv = push_kvs(L, tags, &n, "wb.experiment: tags");

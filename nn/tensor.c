@@ -822,3 +822,71 @@ int nn_broadcast_shape(const char *op, const nn_tensor *a, const nn_tensor *b, i
   *ndim = n;
   return NN_OK;
 }
+
+/* ---------------------------------------------------------------- devices */
+
+int nn_device_parse(nn_device *out, const char *s) {
+  out->type = NN_DEVICE_CPU;
+  out->index = 0;
+  if (!strcmp(s, "cpu")) return NN_OK;
+  if (!strncmp(s, "cuda", 4)) {
+    char *end = NULL;
+    long idx = 0;
+    if (s[4] == ':') idx = strtol(s + 5, &end, 10);
+    if ((s[4] == 0) || (s[4] == ':' && end && end != s + 5 && *end == 0 && idx >= 0)) {
+      out->type = NN_DEVICE_CUDA;
+      out->index = (int)idx;
+      return NN_OK;
+    }
+  }
+  return nn_seterr(NN_ERR_ARG, "unknown device \"%s\"; devices are cpu, cuda, cuda:N", s);
+}
+
+static int to_device_backward(nn_node *n, nn_tensor *dout, nn_tensor **din) {
+  return nn_to_device(din, dout, n->in[0]->storage->device);
+}
+
+/* Contiguous same-dtype copy of a contiguous tensor across devices, through host memory when
+ * neither side is the CPU. */
+static int cross_copy(nn_tensor *dst, const nn_tensor *src) {
+  size_t nb = (size_t)nn_tensor_numel(src) * nn_dtype_size(src->dtype);
+  nn_device_type sd = src->storage->device.type, dd = dst->storage->device.type;
+  if (sd == NN_DEVICE_CPU) return nn_backend_get(dd)->from_host(nn_tensor_data(dst), nn_tensor_data(src), nb);
+  if (dd == NN_DEVICE_CPU) return nn_backend_get(sd)->to_host(nn_tensor_data(dst), nn_tensor_data(src), nb);
+  nn_tensor *h = NULL;
+  int rc = nn_tensor_empty(&h, src->ndim, src->shape, src->dtype, nn_cpu);
+  if (!rc) rc = nn_backend_get(sd)->to_host(nn_tensor_data(h), nn_tensor_data(src), nb);
+  if (!rc) rc = nn_backend_get(dd)->from_host(nn_tensor_data(dst), nn_tensor_data(h), nb);
+  nn_tensor_free(h);
+  return rc;
+}
+
+int nn_to_device(nn_tensor **out, nn_tensor *t, nn_device dev) {
+  *out = NULL;
+  nn_device have = t->storage->device;
+  if (have.type == dev.type && have.index == dev.index) {
+    *out = nn_tensor_retain(t);
+    return NN_OK;
+  }
+  const nn_backend_i *be = nn_backend_get(dev.type);
+  if (!be)
+    return nn_seterr(NN_ERR_DEVICE, "to: device %s is not available in this build (built without it, "
+                                    "or no such device)", nn_device_name(dev.type));
+  nn_tensor *c = NULL, *o = NULL;
+  int rc = nn_contiguous(&c, t); /* on t's own device */
+  if (!rc) rc = nn_tensor_empty(&o, t->ndim, t->shape, t->dtype, dev);
+  if (!rc) {
+    bool prev = nn_set_grad_enabled(false);
+    rc = cross_copy(o, c);
+    nn_set_grad_enabled(prev);
+  }
+  nn_tensor_free(c);
+  if (!rc && t->dtype != NN_DTYPE_I64 && nn_needs_graph(1, &t))
+    rc = nn_record(o, "to_device", to_device_backward, 1, &t, NULL);
+  if (rc) {
+    nn_tensor_free(o);
+    return rc;
+  }
+  *out = o;
+  return NN_OK;
+}

@@ -161,6 +161,12 @@ int nn_clone(nn_tensor **out, nn_tensor *t);
 int nn_to_dtype(nn_tensor **out, nn_tensor *t, nn_dtype dt);
 /* Shares storage, no grad_fn, requires_grad false. */
 int nn_detach(nn_tensor **out, nn_tensor *t);
+/* A contiguous copy of t on device dev (t itself, retained, when it is already there).
+ * Differentiable: the gradient is copied back to t's device. NN_ERR_DEVICE when dev is not
+ * built in or has no such index. */
+int nn_to_device(nn_tensor **out, nn_tensor *t, nn_device dev);
+/* Parses "cpu", "cuda", "cuda:1"; NN_ERR_ARG naming the valid forms otherwise. */
+int nn_device_parse(nn_device *out, const char *s);
 
 /* ---- in-place (not recorded by autograd; for optimizers and initialisation) ---- */
 int nn_copy_(nn_tensor *dst, const nn_tensor *src); /* src broadcast to dst, dtype converted */

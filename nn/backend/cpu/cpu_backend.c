@@ -119,7 +119,10 @@ void cpu_iter_run(const cpu_iter *it, cpu_row_fn fn, const void *ctx, bool paral
   for (int64_t r = 0; r < outer; r++) run_rows(it, r, r + 1, 0, inner, fn, ctx);
 }
 
-const char *nn_blas_core(void) { return openblas_get_corename(); }
+const char *nn_blas_core(void) {
+  nn_cpu_backend_init(); /* runs nn_blas_init once */
+  return openblas_get_corename();
+}
 
 /* DYNAMIC_ARCH builds of OpenBLAS (Debian's) export these; weak so that other builds link. */
 extern void gotoblas_dynamic_init(void) __attribute__((weak));
