@@ -144,16 +144,68 @@ static void op_linear_fwd_bwd(void *vctx) {
   nn_tensor_free(s);
 }
 
+typedef struct {
+  nn_tensor *x, *w, *b, *logits, *labels;
+  nn_conv2d_opts o;
+} conv_ctx;
+
+static void op_conv_fwd(void *vctx) {
+  conv_ctx *c = vctx;
+  nn_tensor *o = NULL;
+  bool prev = nn_set_grad_enabled(false);
+  TRY(nn_conv2d(&o, c->x, c->w, c->b, &c->o));
+  nn_set_grad_enabled(prev);
+  nn_tensor_free(o);
+}
+
+static void op_conv_fwd_bwd(void *vctx) {
+  conv_ctx *c = vctx;
+  nn_tensor *o = NULL, *s = NULL;
+  TRY(nn_conv2d(&o, c->x, c->w, c->b, &c->o));
+  TRY(nn_sum_all(&s, o));
+  TRY(nn_backward(s, NULL));
+  nn_tensor_free(o);
+  nn_tensor_free(s);
+  nn_tensor_zero_grad(c->x, true);
+  nn_tensor_zero_grad(c->w, true);
+  nn_tensor_zero_grad(c->b, true);
+}
+
+static void op_ce_fwd_bwd(void *vctx) {
+  conv_ctx *c = vctx;
+  nn_tensor *l = NULL;
+  TRY(nn_cross_entropy(&l, c->logits, c->labels, NN_REDUCTION_MEAN));
+  TRY(nn_backward(l, NULL));
+  nn_tensor_free(l);
+  nn_tensor_zero_grad(c->logits, true);
+}
+
+static void op_softmax(void *vctx) {
+  conv_ctx *c = vctx;
+  nn_tensor *o = NULL;
+  TRY(nn_softmax(&o, c->logits, -1));
+  nn_tensor_free(o);
+}
+
+static void op_relu(void *vctx) {
+  op_ctx *c = vctx;
+  nn_tensor *o = NULL;
+  TRY(nn_relu(&o, c->x));
+  nn_tensor_free(o);
+}
+
 static void bench_ops(int quick) {
   int reps = quick ? 5 : 30;
-  printf("\n%-40s %12s %14s\n", "op", "ms/call", "throughput");
+  printf("\n%-44s %12s %14s\n", "op (float32)", "ms/call", "throughput");
   op_ctx c = {0};
   int64_t sh[2] = {128, 512};
   TRY(nn_rand(&c.x, 2, sh, NULL));
   TRY(nn_rand(&c.y, 2, sh, NULL));
   double t = time_it(op_add, &c, 3, reps);
-  printf("%-40s %12.4f %11.2f GB/s\n", "add (128, 512) + (128, 512)", t * 1e3,
+  printf("%-44s %12.4f %11.2f GB/s\n", "add (128, 512) + (128, 512)", t * 1e3,
          3.0 * 128 * 512 * 4 / t * 1e-9);
+  t = time_it(op_relu, &c, 3, reps);
+  printf("%-44s %12.4f %11.2f GB/s\n", "relu (128, 512)", t * 1e3, 2.0 * 128 * 512 * 4 / t * 1e-9);
   nn_tensor_free(c.y);
   TRY(nn_rand(&c.w, 2, (int64_t[]){512, 512}, NULL));
   TRY(nn_rand(&c.bias, 1, (int64_t[]){512}, NULL));
@@ -161,11 +213,43 @@ static void bench_ops(int quick) {
   nn_tensor_set_requires_grad(c.bias, true);
   nn_tensor_set_requires_grad(c.x, true);
   t = time_it(op_linear_fwd_bwd, &c, 3, reps);
-  printf("%-40s %12.4f %11.1f GF/s\n", "linear 128x512 -> 512 fwd+bwd", t * 1e3,
+  printf("%-44s %12.4f %11.1f GF/s\n", "linear 128x512 -> 512 fwd+bwd", t * 1e3,
          3 * 2.0 * 128 * 512 * 512 / t * 1e-9);
   nn_tensor_free(c.x);
   nn_tensor_free(c.w);
   nn_tensor_free(c.bias);
+  /* the LeNet-style CNN's second convolution at batch 128 */
+  conv_ctx k = {0};
+  k.o = (nn_conv2d_opts){{1, 1}, {2, 2}, {1, 1}, 1};
+  TRY(nn_randn(&k.x, 4, (int64_t[]){128, 32, 14, 14}, NULL));
+  TRY(nn_randn(&k.w, 4, (int64_t[]){64, 32, 5, 5}, NULL));
+  TRY(nn_randn(&k.b, 1, (int64_t[]){64}, NULL));
+  double flop = 2.0 * 128 * 64 * 14 * 14 * 32 * 25;
+  int creps = quick ? 3 : 10;
+  t = time_it(op_conv_fwd, &k, 1, creps);
+  printf("%-44s %12.4f %11.1f GF/s\n", "conv2d (128,32,14,14) 64x5x5 pad 2 fwd", t * 1e3, flop / t * 1e-9);
+  nn_tensor_set_requires_grad(k.x, true);
+  nn_tensor_set_requires_grad(k.w, true);
+  nn_tensor_set_requires_grad(k.b, true);
+  t = time_it(op_conv_fwd_bwd, &k, 1, creps);
+  printf("%-44s %12.4f %11.1f GF/s\n", "conv2d same, fwd+bwd (input and weight)", t * 1e3,
+         3 * flop / t * 1e-9);
+  /* softmax and cross-entropy over 1000 classes */
+  TRY(nn_randn(&k.logits, 2, (int64_t[]){1024, 1000}, NULL));
+  nn_tensor_set_requires_grad(k.logits, true);
+  k.labels = NULL;
+  TRY(nn_tensor_empty(&k.labels, 1, (int64_t[]){1024}, NN_DTYPE_I64, nn_cpu));
+  for (int i = 0; i < 1024; i++) ((int64_t *)nn_tensor_data(k.labels))[i] = (i * 7919) % 1000;
+  t = time_it(op_softmax, &k, 3, reps);
+  printf("%-44s %12.4f %11.2f GB/s\n", "softmax (1024, 1000)", t * 1e3, 2.0 * 1024 * 1000 * 4 / t * 1e-9);
+  t = time_it(op_ce_fwd_bwd, &k, 3, reps);
+  printf("%-44s %12.4f %11.2f GB/s\n", "cross_entropy (1024, 1000) fwd+bwd", t * 1e3,
+         2.0 * 1024 * 1000 * 4 / t * 1e-9);
+  nn_tensor_free(k.x);
+  nn_tensor_free(k.w);
+  nn_tensor_free(k.b);
+  nn_tensor_free(k.logits);
+  nn_tensor_free(k.labels);
 }
 
 int main(int argc, char **argv) {
