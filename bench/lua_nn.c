@@ -119,6 +119,18 @@ static int lnn_module_flatten(lua_State *L) {
   return 2;
 }
 
+/* m:to("cuda") / m:to("cpu"): moves parameters and buffers (the same tensor objects, so an
+ * optimizer built on m:parameters() keeps working; build it after the move); returns m */
+static int lnn_module_to(lua_State *L) {
+  nn_module *m = wb_lua_checkmodule(L, 1);
+  const char *s = luaL_checkstring(L, 2);
+  nn_device d;
+  if (nn_device_parse(&d, s)) return luaL_argerror(L, 2, nn_errmsg());
+  if (nn_module_to(m, d)) return wb_lua_nnerror(L);
+  lua_settop(L, 1);
+  return 1;
+}
+
 static int lnn_module_num_params(lua_State *L) {
   lua_pushinteger(L, nn_module_num_params(wb_lua_checkmodule(L, 1)));
   return 1;
@@ -738,6 +750,7 @@ static const luaL_Reg module_methods[] = {
     {"is_training", lnn_module_is_training},
     {"zero_grad", lnn_module_zero_grad},
     {"flat", lnn_module_flatten},
+    {"to", lnn_module_to},
     {"stats", lnn_module_stats},
     {"summary", lnn_module_summary},
     {"num_params", lnn_module_num_params},

@@ -4,6 +4,7 @@
  * Positions are 1-based, contents 0-based (see wb_lua.h): dims and slice starts are converted
  * once here; index tensors, labels and argmax results pass through unchanged. */
 #include "wb_lua.h"
+#include "backend.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -110,6 +111,85 @@ int wb_lua_checkshape(lua_State *L, int idx, int64_t *shape) {
     shape[n++] = (int64_t)luaL_checkinteger(L, i);
   }
   return n;
+}
+
+/* ---------------------------------------------------------------- devices */
+
+/* The device of new tensors made from Lua (wb.zeros, wb.tensor, numbers used as operands of a
+ * tensor op without a tensor to follow): "cpu" until wb.device("cuda"). Process-wide, like the
+ * core's default generator. */
+static nn_device default_dev = {NN_DEVICE_CPU, 0};
+
+static const char *device_str(nn_device d, char *buf, size_t n) {
+  if (d.type == NN_DEVICE_CPU || d.index == 0) snprintf(buf, n, "%s", nn_device_name(d.type));
+  else snprintf(buf, n, "%s:%d", nn_device_name(d.type), d.index);
+  return buf;
+}
+
+/* Parses a device name and checks that it is available; raises an argument error naming the
+ * valid forms, or the device and why it is missing. */
+static nn_device check_device(lua_State *L, int arg, const char *s) {
+  nn_device d;
+  if (nn_device_parse(&d, s)) luaL_argerror(L, arg, nn_errmsg());
+  if (d.type != NN_DEVICE_CPU && !nn_backend_get(d.type))
+    luaL_argerror(L, arg, lua_pushfstring(L, "device %s is not available (wb was built without %s support, "
+                                             "or no %s device was found); available: cpu", s,
+                                          nn_device_name(d.type), nn_device_name(d.type)));
+  if (d.index != 0)
+    luaL_argerror(L, arg, lua_pushfstring(L, "device %s: only device 0 of %s is supported", s, nn_device_name(d.type)));
+  return d;
+}
+
+/* wb.device() -> the default device's name; wb.device(name) sets it and returns the previous */
+static int lwb_device(lua_State *L) {
+  char b[32];
+  lua_pushstring(L, device_str(default_dev, b, sizeof b));
+  if (!lua_isnoneornil(L, 1)) default_dev = check_device(L, 1, luaL_checkstring(L, 1));
+  return 1;
+}
+
+/* wb.device_available(name) -> boolean (no error for a missing device; bad names still raise) */
+static int lwb_device_available(lua_State *L) {
+  nn_device d;
+  if (nn_device_parse(&d, luaL_checkstring(L, 1))) return luaL_argerror(L, 1, nn_errmsg());
+  lua_pushboolean(L, d.type == NN_DEVICE_CPU || (nn_backend_get(d.type) != NULL && d.index == 0));
+  return 1;
+}
+
+/* wb.set_deterministic(on) / wb.set_allow_tf32(on): the core's switches; return the previous */
+static int lwb_set_deterministic(lua_State *L) {
+  luaL_checkany(L, 1);
+  lua_pushboolean(L, nn_get_deterministic());
+  nn_set_deterministic(lua_toboolean(L, 1));
+  return 1;
+}
+
+static int lwb_set_allow_tf32(lua_State *L) {
+  luaL_checkany(L, 1);
+  lua_pushboolean(L, nn_get_allow_tf32());
+  nn_set_allow_tf32(lua_toboolean(L, 1));
+  return 1;
+}
+
+/* t moved to dev (the reference is consumed); raises on error */
+static nn_tensor *moved(lua_State *L, nn_tensor *t, nn_device dev) {
+  if (t->storage->device.type == dev.type) return t;
+  nn_tensor *o = NULL;
+  int rc = nn_to_device(&o, t, dev);
+  nn_tensor_free(t);
+  if (rc) wb_lua_nnerror(L);
+  return o;
+}
+
+/* A CPU copy of t for reading values (t itself, retained, when it is on the CPU). */
+static nn_tensor *host_copy(lua_State *L, nn_tensor *t) {
+  if (t->storage->device.type == NN_DEVICE_CPU) return nn_tensor_retain(t);
+  nn_tensor *h = NULL;
+  bool prev = nn_set_grad_enabled(false);
+  int rc = nn_to_device(&h, t, nn_cpu);
+  nn_set_grad_enabled(prev);
+  if (rc) wb_lua_nnerror(L);
+  return h;
 }
 
 /* ---------------------------------------------------------------- options tables */
@@ -221,6 +301,16 @@ static nn_dtype opt_dtype(lua_State *L, int idx, nn_dtype def) {
   return dt;
 }
 
+/* device option from the table at idx (field "device"), default: the default device */
+static nn_device opt_device(lua_State *L, int idx) {
+  if (!lua_istable(L, idx)) return default_dev;
+  lua_getfield(L, idx, "device");
+  nn_device d = default_dev;
+  if (!lua_isnil(L, -1)) d = check_device(L, idx, luaL_checkstring(L, -1));
+  lua_pop(L, 1);
+  return d;
+}
+
 /* Infers the shape of a nested table of numbers. */
 static int nested_shape(lua_State *L, int idx, int64_t *shape, int depth) {
   if (depth >= NN_MAX_DIMS) return luaL_error(L, "tensor: nesting deeper than %d", NN_MAX_DIMS);
@@ -279,7 +369,8 @@ static nn_tensor *operand(lua_State *L, int idx, const nn_tensor *like) {
   nn_tensor *t = wb_lua_totensor(L, idx);
   if (t) return t;
   if (!lua_isnumber(L, idx)) luaL_typeerror(L, idx, "tensor or number");
-  if (nn_tensor_full(&t, 0, NULL, lua_tonumber(L, idx), like ? like->dtype : NN_DTYPE_F32, nn_cpu))
+  if (nn_tensor_full(&t, 0, NULL, lua_tonumber(L, idx), like ? like->dtype : NN_DTYPE_F32,
+                     like ? like->storage->device : default_dev))
     wb_lua_nnerror(L);
   wb_lua_pushtensor(L, t);
   return t;
@@ -289,6 +380,7 @@ static nn_tensor *operand(lua_State *L, int idx, const nn_tensor *like) {
 
 static int lnn_tensor_from_data(lua_State *L) {
   nn_dtype dt = opt_dtype(L, 2, NN_DTYPE_F32);
+  nn_device dev = opt_device(L, 2);
   nn_tensor *t = wb_lua_astensor(L, 1, dt);
   if (t->dtype != dt) {
     nn_tensor *c = NULL;
@@ -297,6 +389,7 @@ static int lnn_tensor_from_data(lua_State *L) {
     if (rc) return wb_lua_nnerror(L);
     t = c;
   }
+  t = moved(L, t, dev);
   wb_lua_pushtensor(L, t);
   return 1;
 }
@@ -304,9 +397,11 @@ static int lnn_tensor_from_data(lua_State *L) {
 static int filled(lua_State *L, double v, int mode) { /* mode 0 full, 1 randn, 2 rand */
   int64_t shape[NN_MAX_DIMS];
   int nd = wb_lua_checkshape(L, 1, shape);
-  nn_dtype dt = opt_dtype(L, lua_istable(L, 1) ? 2 : lua_gettop(L), NN_DTYPE_F32);
+  int oi = lua_istable(L, 1) ? 2 : lua_gettop(L);
+  nn_dtype dt = opt_dtype(L, oi, NN_DTYPE_F32);
+  nn_device dev = opt_device(L, oi);
   nn_tensor *t = NULL;
-  int rc = nn_tensor_empty(&t, nd, shape, dt, nn_cpu);
+  int rc = nn_tensor_empty(&t, nd, shape, dt, dev);
   if (!rc) {
     if (mode == 0) rc = nn_fill_(t, v);
     else if (mode == 1) rc = nn_normal_(t, 0.0, 1.0, NULL);
@@ -341,13 +436,20 @@ static int lnn_tensor_ones_like(lua_State *L) { return like(L, 1.0); }
 static int lnn_tensor_arange(lua_State *L) {
   lua_Integer n = luaL_checkinteger(L, 1);
   nn_dtype dt = opt_dtype(L, 2, NN_DTYPE_F32);
+  nn_device dev = opt_device(L, 2);
   nn_tensor *t = NULL;
-  return ret1(L, nn_tensor_arange(&t, n, dt), &t);
+  if (nn_tensor_arange(&t, n, dt)) return wb_lua_nnerror(L);
+  t = moved(L, t, dev);
+  wb_lua_pushtensor(L, t);
+  return 1;
 }
 
 static int lnn_randperm(lua_State *L) {
   nn_tensor *t = NULL;
-  return ret1(L, nn_randperm(&t, luaL_checkinteger(L, 1), NULL), &t);
+  if (nn_randperm(&t, luaL_checkinteger(L, 1), NULL)) return wb_lua_nnerror(L);
+  t = moved(L, t, default_dev);
+  wb_lua_pushtensor(L, t);
+  return 1;
 }
 
 static int lnn_categorical(lua_State *L) {
@@ -473,8 +575,10 @@ static void push_nested(lua_State *L, nn_tensor *h, int depth, int64_t *pos) {
 static int ltensor_totable(lua_State *L) {
   nn_tensor *t = wb_lua_checktensor(L, 1);
   luaL_checkstack(L, t->ndim + 4, "totable");
+  nn_tensor *h = host_copy(L, t);
+  wb_lua_pushtensor(L, h); /* owned by the collector while the table is built */
   int64_t pos = 0;
-  push_nested(L, t, 0, &pos);
+  push_nested(L, h, 0, &pos);
   return 1;
 }
 
@@ -486,6 +590,11 @@ static int ltensor_tostring(lua_State *L) {
   }
   nn_tensor *t = u->t;
   char b[160], sh[128];
+  bool on_dev = t->storage->device.type != NN_DEVICE_CPU;
+  if (on_dev) {
+    t = host_copy(L, t);
+    wb_lua_pushtensor(L, t); /* the collector owns the copy */
+  }
   luaL_Buffer buf;
   luaL_buffinit(L, &buf);
   int64_t n = nn_tensor_numel(t);
@@ -507,6 +616,11 @@ static int ltensor_tostring(lua_State *L) {
   }
   snprintf(b, sizeof b, "shape=%s, dtype=%s", nn_shape_str(t, sh, sizeof sh), nn_dtype_name(t->dtype));
   luaL_addstring(&buf, b);
+  if (on_dev) {
+    char dn[32];
+    snprintf(b, sizeof b, ", device=%s", device_str(u->t->storage->device, dn, sizeof dn));
+    luaL_addstring(&buf, b);
+  }
   if (t->requires_grad) luaL_addstring(&buf, ", requires_grad=true");
   luaL_addstring(&buf, ")");
   luaL_pushresult(&buf);
@@ -697,10 +811,26 @@ static int lnn_softplus(lua_State *L) {
   return ret1(L, nn_softplus(&o, t, beta, th), &o);
 }
 
+/* x:to(dtype) or x:to(device): "float32" ... or "cpu", "cuda" (a differentiable copy) */
 static int lnn_to(lua_State *L) {
   nn_tensor *t = wb_lua_checktensor(L, 1), *o = NULL;
-  nn_dtype dt = check_dtype_name(L, 2, luaL_checkstring(L, 2));
-  return ret1(L, nn_to_dtype(&o, t, dt), &o);
+  const char *s = luaL_checkstring(L, 2);
+  static const char *const dts[] = {"float32", "float", "float64", "double", "int64", "long", NULL};
+  for (int k = 0; dts[k]; k++)
+    if (!strcmp(s, dts[k])) return ret1(L, nn_to_dtype(&o, t, check_dtype_name(L, 2, s)), &o);
+  nn_device d;
+  if (nn_device_parse(&d, s))
+    return luaL_argerror(L, 2, lua_pushfstring(L, "unknown dtype or device \"%s\"; dtypes: float32 (float), "
+                                                  "float64 (double), int64 (long); devices: cpu, cuda, cuda:N", s));
+  d = check_device(L, 2, s);
+  return ret1(L, nn_to_device(&o, t, d), &o);
+}
+
+/* x:device() -> "cpu" or "cuda" */
+static int ltensor_device(lua_State *L) {
+  char b[32];
+  lua_pushstring(L, device_str(wb_lua_checktensor(L, 1)->storage->device, b, sizeof b));
+  return 1;
 }
 
 UNARY(lnn_float, nn_to_dtype(&o, t, NN_DTYPE_F32))
@@ -1182,6 +1312,7 @@ static const luaL_Reg tensor_methods[] = {
     {"numel", ltensor_numel},
     {"dim", ltensor_dim},
     {"dtype", ltensor_dtype},
+    {"device", ltensor_device},
     {"is_contiguous", ltensor_is_contiguous},
     {"item", ltensor_item},
     {"totable", ltensor_totable},
@@ -1233,6 +1364,10 @@ static const luaL_Reg tensor_funcs[] = {
     {"set_grad_enabled", lnn_set_grad_enabled},
     {"is_grad_enabled", lnn_is_grad_enabled},
     {"memory_kb", lwb_memory_kb},
+    {"device", lwb_device},
+    {"device_available", lwb_device_available},
+    {"set_deterministic", lwb_set_deterministic},
+    {"set_allow_tf32", lwb_set_allow_tf32},
     {NULL, NULL},
 };
 

@@ -8,8 +8,12 @@
  * format as torch_train.py: training samples/s (wall clock, data in memory) and test accuracy
  * after the given number of training samples.
  *
- *   wb_bench_train [--model mlp|lenet|all] [--threads N] [--samples N] [--seed N]
+ * With --device cuda the model lives on the GPU (nn_module_to) and each batch is produced on the
+ * CPU and copied there, as a script would do; the line then starts "wb[cuda]".
+ *
+ *   wb_bench_train [--model mlp|lenet|all] [--threads N] [--samples N] [--seed N] [--device cpu|cuda]
  */
+#include "backend.h"
 #include "data.h"
 #include "module.h"
 #include "nn.h"
@@ -62,6 +66,17 @@ static nn_module *build(const char *name) {
   return m;
 }
 
+static nn_device dev = {NN_DEVICE_CPU, 0};
+
+/* t moved to the benchmark's device (the reference is consumed) */
+static nn_tensor *on_dev(nn_tensor *t) {
+  if (dev.type == NN_DEVICE_CPU) return t;
+  nn_tensor *o = NULL;
+  TRY(nn_to_device(&o, t, dev));
+  nn_tensor_free(t);
+  return o;
+}
+
 static double accuracy(nn_module *m, const nn_dataset *d) {
   bool prev = nn_set_grad_enabled(false);
   nn_module_train(m, false);
@@ -70,17 +85,21 @@ static double accuracy(nn_module *m, const nn_dataset *d) {
   TRY(nn_batcher_new(&b, d, &bo));
   int64_t correct = 0;
   nn_tensor *x = NULL, *y = NULL;
+  int64_t *p = malloc(1000 * sizeof *p);
   while (nn_batcher_next(b, &x, &y) == 1) {
     nn_tensor *logits = NULL, *pred = NULL;
+    x = on_dev(x);
     TRY(nn_module_forward(m, x, &logits));
     TRY(nn_argmax(&pred, logits, 1, false));
-    const int64_t *p = nn_tensor_data(pred), *t = nn_tensor_data(y);
+    TRY(nn_tensor_to_host(pred, NN_DTYPE_I64, p)); /* waits for the device */
+    const int64_t *t = nn_tensor_data(y);
     for (int64_t i = 0; i < nn_tensor_numel(y); i++) correct += p[i] == t[i];
     nn_tensor_free(logits);
     nn_tensor_free(pred);
     nn_tensor_free(x);
     nn_tensor_free(y);
   }
+  free(p);
   nn_batcher_free(b);
   nn_module_train(m, true);
   nn_set_grad_enabled(prev);
@@ -91,6 +110,7 @@ static void run(const char *name, const nn_dataset *train, const nn_dataset *tes
                 int batch, uint64_t seed) {
   nn_manual_seed(seed);
   nn_module *m = build(name);
+  TRY(nn_module_to(m, dev)); /* before the optimizer: its state is made on the parameters' device */
   nn_named *pl = NULL;
   int np = 0;
   TRY(nn_module_parameters(m, &pl, &np));
@@ -105,18 +125,21 @@ static void run(const char *name, const nn_dataset *train, const nn_dataset *tes
   nn_batcher_opts bo = {batch, true, false, seed};
   TRY(nn_batcher_new(&b, train, &bo));
   int64_t done = 0;
-  double t0 = now_s();
+  double t0 = now_s(), last = 0;
   while (done < samples) {
     nn_tensor *x = NULL, *y = NULL, *logits = NULL, *loss = NULL;
     int got = nn_batcher_next(b, &x, &y);
     if (got < 0) TRY(got);
     if (got == 0) continue; /* next epoch */
+    x = on_dev(x);
+    y = on_dev(y);
     TRY(nn_module_forward(m, x, &logits));
     TRY(nn_cross_entropy(&loss, logits, y, NN_REDUCTION_MEAN));
     nn_optim_zero_grad(opt, true);
     TRY(nn_backward(loss, NULL));
     TRY(nn_optim_step(opt));
     done += x->shape[0];
+    if (done >= samples) TRY(nn_tensor_item(loss, &last)); /* the device finishes its queue */
     nn_tensor_free(x);
     nn_tensor_free(y);
     nn_tensor_free(logits);
@@ -124,8 +147,9 @@ static void run(const char *name, const nn_dataset *train, const nn_dataset *tes
   }
   double dt = now_s() - t0;
   double acc = accuracy(m, test);
-  printf("wb %s threads=%d samples_per_s=%.0f test_acc=%.4f seconds=%.2f samples=%lld\n", name,
-         nn_get_num_threads(), (double)done / dt, acc, dt, (long long)done);
+  printf("%s %s threads=%d samples_per_s=%.0f test_acc=%.4f seconds=%.2f samples=%lld\n",
+         dev.type == NN_DEVICE_CPU ? "wb" : "wb[cuda]", name, nn_get_num_threads(), (double)done / dt, acc, dt,
+         (long long)done);
   fflush(stdout);
   nn_batcher_free(b);
   nn_optim_free(opt);
@@ -146,8 +170,18 @@ int main(int argc, char **argv) {
     else if (!strcmp(argv[i], "--samples") && i + 1 < argc) samples = atoll(argv[++i]);
     else if (!strcmp(argv[i], "--batch") && i + 1 < argc) batch = atoi(argv[++i]);
     else if (!strcmp(argv[i], "--seed") && i + 1 < argc) seed = strtoull(argv[++i], NULL, 10);
-    else {
-      fprintf(stderr, "usage: wb_bench_train [--model mlp|lenet|all] [--threads N] [--samples N] [--batch N] [--seed N]\n");
+    else if (!strcmp(argv[i], "--device") && i + 1 < argc) {
+      if (nn_device_parse(&dev, argv[++i])) {
+        fprintf(stderr, "wb_bench_train: %s\n", nn_errmsg());
+        return 2;
+      }
+      if (dev.type != NN_DEVICE_CPU && !nn_backend_get(dev.type)) {
+        fprintf(stderr, "wb_bench_train: device %s is not available (built without it, or no GPU)\n", argv[i]);
+        return 2;
+      }
+    } else {
+      fprintf(stderr, "usage: wb_bench_train [--model mlp|lenet|all] [--threads N] [--samples N] [--batch N] [--seed N] "
+                      "[--device cpu|cuda]\n");
       return 2;
     }
   }

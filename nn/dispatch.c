@@ -1,6 +1,8 @@
 /* nn/dispatch.c: backend registry, op names, kernel dispatch and the thread setting. */
 #include "backend.h"
 
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #ifdef _OPENMP
 #include <omp.h>
@@ -17,13 +19,39 @@ const char *nn_op_name(int op) { return op >= 0 && op < NN_OP_COUNT ? op_names[o
 static const nn_backend_i *backends[NN_DEVICE_COUNT];
 
 void nn_cpu_backend_init(void); /* backend/cpu/cpu_backend.c */
+#ifdef WB_HAVE_CUDA
+/* backend/cuda/cuda_backend.cu: the CUDA backend, or NULL when no device is present (no driver,
+ * or cudaGetDeviceCount reports none). */
+const nn_backend_i *nn_cuda_backend_init(void);
+
+static pthread_once_t cuda_once = PTHREAD_ONCE_INIT;
+static void cuda_probe(void) {
+  const nn_backend_i *be = nn_cuda_backend_init();
+  if (be) nn_backend_register(NN_DEVICE_CUDA, be);
+}
+#endif
 
 void nn_backend_register(nn_device_type d, const nn_backend_i *be) { backends[d] = be; }
 
+/* The CUDA backend registers itself at its first use, so that a CPU-only program never
+ * initialises the CUDA runtime; without a device it stays NULL and nn_tensor_empty on cuda
+ * reports "device cuda is not available". */
 const nn_backend_i *nn_backend_get(nn_device_type d) {
   if (!backends[NN_DEVICE_CPU]) nn_cpu_backend_init();
+#ifdef WB_HAVE_CUDA
+  if (d == NN_DEVICE_CUDA) pthread_once(&cuda_once, cuda_probe);
+#endif
   return (d >= 0 && d < NN_DEVICE_COUNT) ? backends[d] : NULL;
 }
+
+/* ---- deterministic mode and TF32 (tensor.h) ---- */
+
+static atomic_bool deterministic, allow_tf32;
+
+void nn_set_deterministic(bool on) { atomic_store(&deterministic, on); }
+bool nn_get_deterministic(void) { return atomic_load(&deterministic); }
+void nn_set_allow_tf32(bool on) { atomic_store(&allow_tf32, on); }
+bool nn_get_allow_tf32(void) { return atomic_load(&allow_tf32); }
 
 int nn_dispatch(int op, int n_out, nn_tensor *const *out, int n_in, nn_tensor *const *in,
                 const nn_op_params *p) {

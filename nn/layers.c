@@ -3,6 +3,7 @@
  * gives the backward), reports its output shape and forward FLOPs, and has a constructor by
  * name taking options (nn_opt) for the registry. */
 #include "autograd.h"
+#include "backend.h"
 #include "module.h"
 #include "ops_core.h"
 #include "ops_elementwise.h"
@@ -541,11 +542,39 @@ int nn_flatten_new(nn_module **out, int start_dim, int end_dim) {
 
 /* ---------------------------------------------------------------- Sequential, Residual */
 
+/* A Conv2d, ReLU, MaxPool2d run of children from i on, fused into one op (the conv output is
+ * never stored; values and gradients are those of the three layers bit for bit, see
+ * nn_conv2d_relu_max_pool2d). Only inside the Sequential's own forward, where the two inner
+ * outputs are not observable. Returns 1 and *out when it ran, 0 when the run does not match or
+ * the device has no fused kernel (the caller runs the layers one by one, which also gives their
+ * own error messages), or an error. */
+static int seq_fused(nn_module *m, int i, nn_tensor *x, nn_tensor **out) {
+  *out = NULL;
+  if (i + 2 >= m->n_children) return 0;
+  nn_module *c = m->children[i], *r = m->children[i + 1], *pl = m->children[i + 2];
+  if (c->vt != &conv_vt || r->vt != &act_vts[NN_ACT_RELU] || pl->vt != &maxpool_vt) return 0;
+  const nn_backend_i *be = nn_backend_get(x->storage->device.type);
+  if (!be || !be->kernels[NN_OP_CONV2D_RELU_MAXPOOL] ||
+      !be->kernels[NN_OP_CONV2D_RELU_MAXPOOL_BACKWARD])
+    return 0;
+  const conv_state *cs = c->state;
+  const pool_state *ps = pl->state;
+  int k[2] = {ps->k, ps->k}, st[2] = {ps->stride, ps->stride}, pd[2] = {ps->padding, ps->padding};
+  int rc = nn_conv2d_relu_max_pool2d(out, x, c->params[0].t, c->n_params > 1 ? c->params[1].t : NULL,
+                                     &cs->o, k, st, pd);
+  return rc ? 0 : 1; /* on error the layers run one by one and report it in their words */
+}
+
 static int seq_forward(nn_module *m, nn_tensor *x, nn_tensor **out) {
   nn_tensor *cur = nn_tensor_retain(x);
   for (int i = 0; i < m->n_children; i++) {
     nn_tensor *next = NULL;
-    int rc = nn_module_forward(m->children[i], cur, &next);
+    int rc = seq_fused(m, i, cur, &next);
+    if (rc == 1) {
+      i += 2;
+      rc = NN_OK;
+    } else
+      rc = nn_module_forward(m->children[i], cur, &next);
     nn_tensor_free(cur);
     if (rc) return rc;
     cur = next;

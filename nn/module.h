@@ -89,6 +89,13 @@ int64_t nn_module_num_params(nn_module *m);
  * them in place. *params and *grads are new references to the flat vectors (either may be NULL
  * if not wanted). Calling it again returns the same buffers. */
 int nn_module_flatten(nn_module *m, nn_tensor **params, nn_tensor **grads);
+/* Moves every parameter and buffer (children included) to device dev (nn/module_to.c): each
+ * tensor object is rebound to a copy on dev (nn_tensor_rebind_), so optimizers and scripts that
+ * hold the parameter objects keep working; gradients are dropped. Build optimizers after the
+ * move (their state buffers are created on the parameters' device). Errors: NN_ERR_DEVICE (dev
+ * not available), NN_ERR_NOMEM (nothing moved then), NN_ERR_STATE for a flattened module
+ * (nn_module_flatten) moved across devices. */
+int nn_module_to(nn_module *m, nn_device dev);
 /* Zeroes every parameter's grad (in place; set_to_none drops them unless flattened). */
 void nn_module_zero_grad(nn_module *m, bool set_to_none);
 

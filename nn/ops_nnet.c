@@ -56,9 +56,9 @@ static int conv2d_backward(nn_node *n, nn_tensor *dout, nn_tensor **din) {
   return rc;
 }
 
-int nn_conv2d(nn_tensor **out, nn_tensor *x, nn_tensor *w, nn_tensor *bias,
-              const nn_conv2d_opts *o) {
-  *out = NULL;
+/* Checks conv2d's operands; fills its kernel params p and output shape osh (N, O, OH, OW). */
+static int conv_setup(nn_tensor *x, nn_tensor *w, nn_tensor *bias, const nn_conv2d_opts *o,
+                      nn_op_params *p, int64_t osh[4]) {
   static const nn_conv2d_opts dflt = {{1, 1}, {0, 0}, {1, 1}, 1};
   if (!o) o = &dflt;
   char bx[128], bw[128], bb[128], what[512];
@@ -108,15 +108,25 @@ int nn_conv2d(nn_tensor **out, nn_tensor *x, nn_tensor *w, nn_tensor *bias,
                      what, o->stride[0], o->stride[1], o->padding[0], o->padding[1], o->dilation[0],
                      o->dilation[1], (long long)N, (long long)O, (long long)osz[0],
                      (long long)osz[1]);
-  nn_op_params p = {0};
   for (int k = 0; k < 2; k++) {
-    p.i[k] = o->stride[k];
-    p.i[2 + k] = o->padding[k];
-    p.i[4 + k] = o->dilation[k];
+    p->i[k] = o->stride[k];
+    p->i[2 + k] = o->padding[k];
+    p->i[4 + k] = o->dilation[k];
   }
-  p.i[6] = G;
+  p->i[6] = G;
+  osh[0] = N, osh[1] = O, osh[2] = osz[0], osh[3] = osz[1];
+  return NN_OK;
+}
+
+int nn_conv2d(nn_tensor **out, nn_tensor *x, nn_tensor *w, nn_tensor *bias,
+              const nn_conv2d_opts *o) {
+  *out = NULL;
+  nn_op_params p = {0};
+  int64_t osh[4];
+  int rc = conv_setup(x, w, bias, o, &p, osh);
+  if (rc) return rc;
   nn_tensor *y = NULL;
-  rc = nn_tensor_empty(&y, 4, (int64_t[]){N, O, osz[0], osz[1]}, x->dtype, x->storage->device);
+  rc = nn_tensor_empty(&y, 4, osh, x->dtype, x->storage->device);
   nn_tensor *in[3] = {x, w, bias};
   if (!rc) rc = nn_dispatch(NN_OP_CONV2D, 1, &y, 3, in, &p);
   nn_node *n = NULL;
@@ -127,15 +137,10 @@ int nn_conv2d(nn_tensor **out, nn_tensor *x, nn_tensor *w, nn_tensor *bias,
 
 /* ---------------------------------------------------------------- pooling */
 
-/* Checks x and the window; fills p (kernel, stride, padding) and the output size. */
-static int pool_setup(const char *op, nn_tensor *x, const int kernel[2], const int stride[2],
-                      const int padding[2], nn_op_params *p, int64_t *osh) {
-  char bx[128];
-  int rc = check_float(op, x, NULL, 0);
-  if (rc) return rc;
-  if (x->ndim != 4)
-    return nn_seterr(NN_ERR_SHAPE, "%s: input %s must be 4-D (N, C, H, W)", op,
-                     nn_shape_str(x, bx, sizeof bx));
+/* Checks the window for an input of shape xsh (N, C, H, W) (named xname in messages); fills p
+ * (kernel, stride, padding) and the output size. */
+static int pool_dims(const char *op, const char *xname, const int64_t *xsh, const int kernel[2],
+                     const int stride[2], const int padding[2], nn_op_params *p, int64_t *osh) {
   int k[2] = {kernel[0], kernel[1]};
   int s[2] = {stride ? stride[0] : k[0], stride ? stride[1] : k[1]};
   int pd[2] = {padding ? padding[0] : 0, padding ? padding[1] : 0};
@@ -145,11 +150,11 @@ static int pool_setup(const char *op, nn_tensor *x, const int kernel[2], const i
                        "%s: input %s, kernel (%d, %d), stride (%d, %d), padding (%d, "
                        "%d): kernel and stride must be >= 1 and padding in [0, "
                        "kernel/2]",
-                       op, nn_shape_str(x, bx, sizeof bx), k[0], k[1], s[0], s[1], pd[0], pd[1]);
-  osh[0] = x->shape[0];
-  osh[1] = x->shape[1];
+                       op, xname, k[0], k[1], s[0], s[1], pd[0], pd[1]);
+  osh[0] = xsh[0];
+  osh[1] = xsh[1];
   for (int d = 0; d < 2; d++) {
-    int64_t padded = x->shape[2 + d] + 2 * (int64_t)pd[d];
+    int64_t padded = xsh[2 + d] + 2 * (int64_t)pd[d];
     osh[2 + d] = padded >= k[d] ? (padded - k[d]) / s[d] + 1 : 0;
     p->i[d] = k[d];
     p->i[2 + d] = s[d];
@@ -159,9 +164,21 @@ static int pool_setup(const char *op, nn_tensor *x, const int kernel[2], const i
     return nn_seterr(NN_ERR_SHAPE,
                      "%s: input %s, kernel (%d, %d), stride (%d, %d), padding (%d, "
                      "%d): output (%lld, %lld, %lld, %lld) is empty",
-                     op, nn_shape_str(x, bx, sizeof bx), k[0], k[1], s[0], s[1], pd[0], pd[1],
-                     (long long)osh[0], (long long)osh[1], (long long)osh[2], (long long)osh[3]);
+                     op, xname, k[0], k[1], s[0], s[1], pd[0], pd[1], (long long)osh[0],
+                     (long long)osh[1], (long long)osh[2], (long long)osh[3]);
   return NN_OK;
+}
+
+/* Checks x and the window; fills p (kernel, stride, padding) and the output size. */
+static int pool_setup(const char *op, nn_tensor *x, const int kernel[2], const int stride[2],
+                      const int padding[2], nn_op_params *p, int64_t *osh) {
+  char bx[128];
+  int rc = check_float(op, x, NULL, 0);
+  if (rc) return rc;
+  if (x->ndim != 4)
+    return nn_seterr(NN_ERR_SHAPE, "%s: input %s must be 4-D (N, C, H, W)", op,
+                     nn_shape_str(x, bx, sizeof bx));
+  return pool_dims(op, nn_shape_str(x, bx, sizeof bx), x->shape, kernel, stride, padding, p, osh);
 }
 
 static int max_pool2d_backward(nn_node *n, nn_tensor *dout, nn_tensor **din) {
@@ -233,6 +250,55 @@ int nn_global_avg_pool2d(nn_tensor **out, nn_tensor *x) {
   if (!rc) rc = nn_reshape(out, y, 2, x->shape);
   nn_tensor_free(y);
   return rc;
+}
+
+/* ---------------------------------------------------------------- conv2d + relu + max_pool2d */
+
+static int conv_relu_pool_backward(nn_node *n, nn_tensor *dout, nn_tensor **din) {
+  nn_tensor *x = n->in[0], *w = n->in[1], *b = n->in[2], *o[3];
+  nn_op_params p = n->p;
+  int rc = NN_OK, k = 0;
+  p.i[14] = 0;
+  for (int i = 0; i < 3 && !rc; i++) {
+    if (!n->needs_grad[i]) continue;
+    nn_tensor *like = i == 0 ? x : i == 1 ? w : b;
+    rc = nn_tensor_empty(&din[i], like->ndim, like->shape, like->dtype, like->storage->device);
+    o[k++] = din[i];
+    p.i[14] |= 1 << i;
+  }
+  nn_tensor *in[4] = {dout, x, w, n->saved[0]};
+  if (!rc && k) rc = nn_dispatch(NN_OP_CONV2D_RELU_MAXPOOL_BACKWARD, k, o, 4, in, &p);
+  return rc;
+}
+
+int nn_conv2d_relu_max_pool2d(nn_tensor **out, nn_tensor *x, nn_tensor *w, nn_tensor *bias,
+                              const nn_conv2d_opts *o, const int kernel[2], const int stride[2],
+                              const int padding[2]) {
+  *out = NULL;
+  nn_op_params p = {0}, pp = {0};
+  int64_t csh[4], osh[4];
+  char name[128];
+  int rc = conv_setup(x, w, bias, o, &p, csh);
+  if (rc) return rc;
+  snprintf(name, sizeof name, "(conv2d output) (%lld, %lld, %lld, %lld)", (long long)csh[0],
+           (long long)csh[1], (long long)csh[2], (long long)csh[3]);
+  rc = pool_dims("conv2d_relu_max_pool2d", name, csh, kernel, stride, padding, &pp, osh);
+  if (rc) return rc;
+  for (int k = 0; k < 6; k++) p.i[8 + k] = pp.i[k];
+  nn_tensor *y = NULL, *idx = NULL;
+  rc = nn_tensor_empty(&y, 4, osh, x->dtype, x->storage->device);
+  if (!rc) rc = nn_tensor_empty(&idx, 4, osh, NN_DTYPE_I64, x->storage->device);
+  nn_tensor *outs[2] = {y, idx}, *in[3] = {x, w, bias};
+  if (!rc) rc = nn_dispatch(NN_OP_CONV2D_RELU_MAXPOOL, 2, outs, 3, in, &p);
+  nn_node *n = NULL;
+  if (!rc) rc = nn_record(y, "conv2d_relu_max_pool2d", conv_relu_pool_backward, 3, in, &n);
+  if (!rc && n) {
+    n->p = p;
+    n->saved[0] = idx; /* the node takes our reference */
+    idx = NULL;
+  }
+  nn_tensor_free(idx);
+  return finish(out, y, rc);
 }
 
 /* ---------------------------------------------------------------- normalisation */

@@ -50,6 +50,16 @@ int nn_conv2d(nn_tensor **out, nn_tensor *x, nn_tensor *w, nn_tensor *bias,
 int nn_max_pool2d(nn_tensor **out, nn_tensor *x, const int kernel[2], const int stride[2],
                   const int padding[2]);
 
+/* max_pool2d(relu(conv2d(x, w, bias, o)), kernel, stride, padding) in one op, with the
+ * arguments of nn_conv2d and nn_max_pool2d: the same values and gradients bit for bit as the three
+ * ops in turn (same thread count), without the conv output in memory (on the CPU each sample's
+ * conv output goes through a per-thread buffer). Saves the argmax (an int64 per output) for
+ * backward. nn.Sequential uses it for a Conv2d, ReLU, MaxPool2d run of its children. Errors:
+ * those of nn_conv2d, then of nn_max_pool2d on the conv output's shape. */
+int nn_conv2d_relu_max_pool2d(nn_tensor **out, nn_tensor *x, nn_tensor *w, nn_tensor *bias,
+                              const nn_conv2d_opts *o, const int kernel[2], const int stride[2],
+                              const int padding[2]);
+
 /* 2-D average pooling with the shapes and arguments of nn_max_pool2d. Padding is zeros; with
  * count_include_pad the divisor is KH*KW, otherwise the number of non-padding inputs in the
  * window. Errors as nn_max_pool2d. */

@@ -104,6 +104,19 @@ void nn_blas_init(char **argv);
 /* The OpenBLAS kernel set in use ("SkylakeX", "Prescott", ...). */
 const char *nn_blas_core(void);
 
+/* ---- determinism and TF32 (process-wide; read by the device backends at each kernel call) ----
+ * Deterministic mode (off by default): device kernels avoid reductions whose result depends on
+ * the order of atomic operations (scatter_add, embedding backward, ...) and use deterministic
+ * cuDNN algorithms only, so that two runs of one program give the same bits on one GPU. The CPU
+ * backend is deterministic either way (see nn/README.md). */
+void nn_set_deterministic(bool on);
+bool nn_get_deterministic(void);
+/* TF32 tensor-core math for float32 matrix products and convolutions on GPUs that have it
+ * (Ampere and later). Off by default, so that device results match the CPU reference within
+ * float32 rounding; on, they carry TF32's 10-bit mantissa products (about 1e-3 relative). */
+void nn_set_allow_tf32(bool on);
+bool nn_get_allow_tf32(void);
+
 /* ---- creation ---- */
 /* New contiguous tensor with uninitialised contents. */
 int nn_tensor_empty(nn_tensor **out, int ndim, const int64_t *shape, nn_dtype dt, nn_device dev);

@@ -97,7 +97,9 @@ static long rss_kb(void) {
   return res * (sysconf(_SC_PAGESIZE) / 1024);
 }
 
-/* Fashion-MNIST MLP 784-512-512-10, SGD lr 0.05 momentum 0.9, batch 128, 2 epochs. */
+/* Fashion-MNIST MLP 784-512-512-10, Adam lr 1e-3, batch 128, 2 epochs. (Adam rather than the
+ * benchmark's SGD lr 0.05 momentum 0.9, whose 2-epoch accuracy varies by +-1.5 points with the
+ * seed around 0.85: a pass/fail check needs a margin; the benchmark compares SGD with PyTorch.) */
 static void test_learns(const nn_dataset *train, const nn_dataset *test) {
   nn_manual_seed(1);
   nn_module *m = mlp(512);
@@ -109,10 +111,9 @@ static void test_learns(const nn_dataset *train, const nn_dataset *test) {
   TRY(nn_module_parameters(m, &pl, &np));
   ps = malloc((size_t)np * sizeof *ps);
   for (int i = 0; i < np; i++) ps[i] = pl[i].t;
-  nn_optim_opts o = nn_optim_defaults(NN_OPTIM_SGD);
-  o.lr = 0.05;
-  o.momentum = 0.9;
-  TRY(nn_optim_new(&opt, NN_OPTIM_SGD, np, ps, &o));
+  nn_optim_opts o = nn_optim_defaults(NN_OPTIM_ADAM);
+  o.lr = 1e-3;
+  TRY(nn_optim_new(&opt, NN_OPTIM_ADAM, np, ps, &o));
   nn_batcher_opts bo = {128, true, false, 7};
   TRY(nn_batcher_new(&b, train, &bo));
   double before = accuracy(m, test), loss = 0;

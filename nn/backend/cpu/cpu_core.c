@@ -88,6 +88,9 @@ static void sum_row(int64_t n, char *const *p, const int64_t *s, const void *ctx
       double t = 0;
       for (int64_t i = 0; i < n; i++) t += a[i * s[1]];
       acc[0] += t;
+    } else if (s[0] == 1 && s[1] == 1) { /* a row added into the accumulators (a column sum) */
+#pragma omp simd
+      for (int64_t i = 0; i < n; i++) acc[i] += a[i];
     } else {
       for (int64_t i = 0; i < n; i++) acc[i * s[0]] += a[i * s[1]];
     }

@@ -35,6 +35,23 @@
 #if defined(__SSE2__)
 #include <emmintrin.h>
 #endif
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#include <immintrin.h>
+/* AVX-512 versions of a few float32 row kernels, chosen at run time (the build targets baseline
+ * x86-64). Each does the same IEEE operations in the same order as its portable twin (adds,
+ * selects and compares only: no FMA contraction), so results do not depend on which runs. */
+#define WB_AVX512 1
+#define AVX512_FN __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq")))
+static bool have_avx512(void) {
+  static int v = -1; /* a benign race: every thread computes the same value */
+  if (v < 0)
+    v = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+  return v;
+}
+#else
+#define WB_AVX512 0
+#endif
 
 /* ---------------------------------------------------------------- helpers */
 
@@ -246,6 +263,69 @@ DEF_ROWS(d, double, v2d, 2)
 DEF_IM2COL(f, float)
 DEF_IM2COL(d, double)
 
+#if WB_AVX512
+/* im2col_f and col2im_f for unit column steps (stride and dilation 1 along W), a row of OW
+ * floats per masked 16-wide load and store (the rows are short: OW = 14 or 28 in LeNet). The
+ * same copies and the same adds in the same order as the portable versions. */
+AVX512_FN static inline void copy_row_avx512(float *d, const float *s, int64_t n) {
+  for (int64_t i = 0; i < n; i += 16) {
+    __mmask16 m = n - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i)) - 1);
+    _mm512_mask_storeu_ps(d + i, m, _mm512_maskz_loadu_ps(m, s + i));
+  }
+}
+AVX512_FN static inline void add_row_avx512(float *d, const float *s, int64_t n) {
+  for (int64_t i = 0; i < n; i += 16) {
+    __mmask16 m = n - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i)) - 1);
+    __m512 v = _mm512_add_ps(_mm512_maskz_loadu_ps(m, d + i), _mm512_maskz_loadu_ps(m, s + i));
+    _mm512_mask_storeu_ps(d + i, m, v);
+  }
+}
+AVX512_FN static void im2col_f_avx512(float *restrict col, const float *restrict src,
+                                      const int64_t *ss, const conv_geom *g) {
+  const int64_t C = g->C, KH = g->KH, KW = g->KW, OH = g->OH, OW = g->OW;
+  const int64_t cs = ss[0], rs = g->sh * ss[1], hs = g->dh * ss[1], ws = g->dw * ss[2];
+  float *dst = col;
+  for (int64_t c = 0; c < C; c++)
+    for (int64_t kh = 0; kh < KH; kh++)
+      for (int64_t kw = 0; kw < KW; kw++) {
+        const float *s = src + c * cs + kh * hs + kw * ws;
+        for (int64_t oh = 0; oh < OH; oh++, dst += OW, s += rs) copy_row_avx512(dst, s, OW);
+      }
+}
+AVX512_FN static void col2im_f_avx512(float *restrict dst, const float *restrict col, int64_t Hd,
+                                      int64_t Wd, const conv_geom *g) {
+  const int64_t C = g->C, KH = g->KH, KW = g->KW, OH = g->OH, OW = g->OW, L = g->L;
+  const int64_t sh = g->sh, dh = g->dh, dw = g->dw;
+  for (int64_t c = 0; c < C; c++)
+    for (int64_t kw = 0; kw < KW; kw++)
+      for (int64_t kh = 0; kh < KH; kh++) {
+        const float *s = col + ((c * KH + kh) * KW + kw) * L;
+        float *d = dst + (c * Hd + kh * dh) * Wd + kw * dw;
+        for (int64_t oh = 0; oh < OH; oh++, s += OW, d += sh * Wd) add_row_avx512(d, s, OW);
+      }
+}
+#endif
+
+/* im2col_f / col2im_f, or their AVX-512 twins where they apply */
+static void im2col_fx(float *col, const float *src, const int64_t *ss, const conv_geom *g) {
+#if WB_AVX512
+  if (g->sw * ss[2] == 1 && have_avx512()) {
+    im2col_f_avx512(col, src, ss, g);
+    return;
+  }
+#endif
+  im2col_f(col, src, ss, g);
+}
+static void col2im_fx(float *dst, const float *col, int64_t Hd, int64_t Wd, const conv_geom *g) {
+#if WB_AVX512
+  if (g->sw == 1 && have_avx512()) {
+    col2im_f_avx512(dst, col, Hd, Wd, g);
+    return;
+  }
+#endif
+  col2im_f(dst, col, Hd, Wd, g);
+}
+
 /* C (M, N) = op(A) op(B) + beta C, row-major, in the dtype dt. */
 static void gemm(nn_dtype dt, bool ta, bool tb, int64_t M, int64_t N, int64_t K, const void *A,
                  int64_t lda, const void *B, int64_t ldb, double beta, void *C, int64_t ldc) {
@@ -350,44 +430,84 @@ static void im2col(const conv_ctx *c, char *col, const char *xn) {
   bool p = padded(g);
   if (c->dt == NN_DTYPE_F32) {
     if (p) pad_f((float *)pad, (const float *)xn, c->xs + 1, g);
-    im2col_f((float *)col, p ? (const float *)pad : (const float *)xn, p ? ps : c->xs + 1, g);
+    im2col_fx((float *)col, p ? (const float *)pad : (const float *)xn, p ? ps : c->xs + 1, g);
   } else {
     if (p) pad_d((double *)pad, (const double *)xn, c->xs + 1, g);
     im2col_d((double *)col, p ? (const double *)pad : (const double *)xn, p ? ps : c->xs + 1, g);
   }
 }
 
-static void conv_fwd_range(conv_ctx *c, int k, int t, int64_t n0, int64_t n1) {
-  (void)k;
+/* Adds bias[o] to row o of out (O, L) of one sample. The GEMM writes the product first and the
+ * bias is added here while the rows are in cache: fl(AB + b), the same bits the fused
+ * conv2d_relu_max_pool2d computes. */
+/* r[i] = r[i] + b (when bias), then r[i] = r[i] < 0 ? 0 : r[i] (when relu; NaN passes, -0 stays:
+ * cpu_elementwise.c's NN_UN_RELU), for n contiguous floats. */
+#if WB_AVX512
+AVX512_FN static void bias_relu_row_avx512(float *r, int64_t n, float b, bool bias, bool relu) {
+  const __m512 bv = _mm512_set1_ps(b), zero = _mm512_setzero_ps();
+  for (int64_t i = 0; i < n; i += 16) {
+    __mmask16 m = n - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i)) - 1);
+    __m512 v = _mm512_maskz_loadu_ps(m, r + i);
+    if (bias) v = _mm512_add_ps(v, bv);
+    if (relu) v = _mm512_max_ps(zero, v); /* (0 > v) ? 0 : v */
+    _mm512_mask_storeu_ps(r + i, m, v);
+  }
+}
+#endif
+static void bias_relu_row_f(float *r, int64_t n, float b, bool bias, bool relu) {
+#if WB_AVX512
+  if (have_avx512()) {
+    bias_relu_row_avx512(r, n, b, bias, relu);
+    return;
+  }
+#endif
+  if (bias) FOR8(i, n, r[i] += b);
+  if (relu) FOR8(i, n, r[i] = r[i] < 0 ? 0.0f : r[i]);
+}
+static void bias_relu_row_d(double *r, int64_t n, double b, bool bias, bool relu) {
+  if (bias) FOR8(i, n, r[i] += b);
+  if (relu) FOR8(i, n, r[i] = r[i] < 0 ? 0.0 : r[i]);
+}
+
+/* Row o of out (O, L) of one sample: += bias[o] (when the conv has a bias), then relu (when
+ * relu). The GEMM writes the product first and the bias is added here while the rows are in
+ * cache: fl(AB + b), the same bits the fused conv2d_relu_max_pool2d computes. */
+static void conv_epilogue(const conv_ctx *c, char *on, bool relu) {
+  const conv_geom *g = &c->g;
+  bool bias = c->bias != NULL;
+  if (!bias && !relu) return;
+  for (int64_t o = 0; o < g->O; o++) {
+    if (c->dt == NN_DTYPE_F32)
+      bias_relu_row_f((float *)on + o * g->L, g->L,
+                      bias ? ((const float *)c->bias)[o * c->bias_stride] : 0.0f, bias, relu);
+    else
+      bias_relu_row_d((double *)on + o * g->L, g->L,
+                      bias ? ((const double *)c->bias)[o * c->bias_stride] : 0.0, bias, relu);
+  }
+}
+
+/* on (O, L) = w @ col(xn) (+ bias) (then relu) for one sample; col is the thread's scratch. */
+static void conv_fwd_sample(const conv_ctx *c, char *col, const char *xn, char *on, bool relu) {
   const conv_geom *g = &c->g;
   size_t es = c->es;
-  char *col = scratch_of(c, t);
-  for (int64_t n = n0; n < n1; n++) {
-    const char *xn = c->x + (size_t)(n * c->xs[0]) * es;
-    char *on = c->out + (size_t)(n * g->O * g->L) * es;
-    double beta = 0;
-    if (c->bias) { /* out = bias, then GEMM accumulates onto it */
-      beta = 1;
-      for (int64_t o = 0; o < g->O; o++) {
-        if (c->dt == NN_DTYPE_F32) {
-          float v = ((const float *)c->bias)[o * c->bias_stride], *r = (float *)on + o * g->L;
-          FOR8(l, g->L, r[l] = v);
-        } else {
-          double v = ((const double *)c->bias)[o * c->bias_stride], *r = (double *)on + o * g->L;
-          FOR8(l, g->L, r[l] = v);
-        }
-      }
-    }
-    const char *B = xn;
-    if (col) {
-      im2col(c, col, xn);
-      B = col;
-    }
-    for (int64_t gi = 0; gi < g->G; gi++)
-      gemm(c->dt, false, false, g->Og, g->L, g->Kg, c->w + (size_t)(gi * g->Og * g->Kg) * es, g->Kg,
-           B + (size_t)(gi * g->Kg * g->L) * es, g->L, beta, on + (size_t)(gi * g->Og * g->L) * es,
-           g->L);
+  const char *B = xn;
+  if (col) {
+    im2col(c, col, xn);
+    B = col;
   }
+  for (int64_t gi = 0; gi < g->G; gi++)
+    gemm(c->dt, false, false, g->Og, g->L, g->Kg, c->w + (size_t)(gi * g->Og * g->Kg) * es, g->Kg,
+         B + (size_t)(gi * g->Kg * g->L) * es, g->L, 0.0, on + (size_t)(gi * g->Og * g->L) * es,
+         g->L);
+  conv_epilogue(c, on, relu);
+}
+
+static void conv_fwd_range(conv_ctx *c, int k, int t, int64_t n0, int64_t n1) {
+  (void)k;
+  char *col = scratch_of(c, t);
+  for (int64_t n = n0; n < n1; n++)
+    conv_fwd_sample(c, col, c->x + (size_t)(n * c->xs[0]) * c->es,
+                    c->out + (size_t)(n * c->g.O * c->g.L) * c->es, false);
 }
 
 static int cpu_conv2d(nn_tensor *const *out, nn_tensor *const *in, const nn_op_params *p) {
@@ -415,34 +535,39 @@ done:
   return rc;
 }
 
-/* dx of samples [n0, n1): dcol_g = w_g^T @ dout_g, then col2im (through the padded plane). */
-static void conv_bwd_input_range(conv_ctx *c, int k, int t, int64_t n0, int64_t n1) {
-  (void)k;
+/* dxn (C, H, W) of one sample from its dout dn (O, L): dcol_g = w_g^T @ dout_g, then col2im
+ * (through the padded plane); col is the thread's scratch, or NULL for a pointwise conv. */
+static void conv_dx_sample(const conv_ctx *c, char *col, const char *dn, char *dxn) {
   const conv_geom *g = &c->g;
   size_t es = c->es;
-  char *col = scratch_of(c, t), *dp = col ? col + (size_t)(g->K * g->L) * es : NULL;
+  char *dp = col ? col + (size_t)(g->K * g->L) * es : NULL;
   int64_t plane = g->C * g->H * g->W, Hp = g->H + 2 * g->ph, Wp = g->W + 2 * g->pw;
   bool p = padded(g), f32 = c->dt == NN_DTYPE_F32;
-  for (int64_t n = n0; n < n1; n++) {
-    const char *dn = c->dout + (size_t)(n * g->O * g->L) * es;
-    char *dxn = c->out + (size_t)(n * plane) * es;
-    char *D = col ? col : dxn;
-    for (int64_t gi = 0; gi < g->G; gi++)
-      gemm(c->dt, true, false, g->Kg, g->L, g->Og, c->w + (size_t)(gi * g->Og * g->Kg) * es, g->Kg,
-           dn + (size_t)(gi * g->Og * g->L) * es, g->L, 0.0, D + (size_t)(gi * g->Kg * g->L) * es,
-           g->L);
-    if (!col) continue;
-    char *acc = p ? dp : dxn;
-    memset(acc, 0, (size_t)(p ? padded_n(g) : plane) * es);
-    if (f32)
-      col2im_f((float *)acc, (const float *)col, p ? Hp : g->H, p ? Wp : g->W, g);
-    else
-      col2im_d((double *)acc, (const double *)col, p ? Hp : g->H, p ? Wp : g->W, g);
-    if (p && f32)
-      unpad_f((float *)dxn, (const float *)dp, g);
-    else if (p)
-      unpad_d((double *)dxn, (const double *)dp, g);
-  }
+  char *D = col ? col : dxn;
+  for (int64_t gi = 0; gi < g->G; gi++)
+    gemm(c->dt, true, false, g->Kg, g->L, g->Og, c->w + (size_t)(gi * g->Og * g->Kg) * es, g->Kg,
+         dn + (size_t)(gi * g->Og * g->L) * es, g->L, 0.0, D + (size_t)(gi * g->Kg * g->L) * es,
+         g->L);
+  if (!col) return;
+  char *acc = p ? dp : dxn;
+  memset(acc, 0, (size_t)(p ? padded_n(g) : plane) * es);
+  if (f32)
+    col2im_fx((float *)acc, (const float *)col, p ? Hp : g->H, p ? Wp : g->W, g);
+  else
+    col2im_d((double *)acc, (const double *)col, p ? Hp : g->H, p ? Wp : g->W, g);
+  if (p && f32)
+    unpad_f((float *)dxn, (const float *)dp, g);
+  else if (p)
+    unpad_d((double *)dxn, (const double *)dp, g);
+}
+
+static void conv_bwd_input_range(conv_ctx *c, int k, int t, int64_t n0, int64_t n1) {
+  (void)k;
+  char *col = scratch_of(c, t);
+  int64_t plane = c->g.C * c->g.H * c->g.W;
+  for (int64_t n = n0; n < n1; n++)
+    conv_dx_sample(c, col, c->dout + (size_t)(n * c->g.O * c->g.L) * c->es,
+                   c->out + (size_t)(n * plane) * c->es);
 }
 
 static int cpu_conv2d_backward_input(nn_tensor *const *out, nn_tensor *const *in,
@@ -470,34 +595,72 @@ done:
   return rc;
 }
 
+/* One sample's share of a chunk's weight gradient: dw_g (+)= dout_g @ col_g(xn)^T (beta 0 for the
+ * chunk's first sample, else 1), and db[o] += the sum of dout's row o (in double) when db. */
+static void conv_dw_sample(const conv_ctx *c, char *col, const char *dn, const char *xn, char *dw,
+                           bool first, double *db) {
+  const conv_geom *g = &c->g;
+  size_t es = c->es;
+  const char *B = xn;
+  if (col) {
+    im2col(c, col, xn);
+    B = col;
+  }
+  for (int64_t gi = 0; gi < g->G; gi++)
+    gemm(c->dt, false, true, g->Og, g->Kg, g->L, dn + (size_t)(gi * g->Og * g->L) * es, g->L,
+         B + (size_t)(gi * g->Kg * g->L) * es, g->L, first ? 0.0 : 1.0,
+         dw + (size_t)(gi * g->Og * g->Kg) * es, g->Kg);
+  if (db)
+    for (int64_t o = 0; o < g->O; o++)
+      db[o] += c->dt == NN_DTYPE_F32 ? sum_f((const float *)dn + o * g->L, g->L)
+                                     : sum_d((const double *)dn + o * g->L, g->L);
+}
+
+/* chunk k's dw partial: in c->dw for chunk 0, else in c->dw_part */
+static char *dw_of_chunk(const conv_ctx *c, int k) {
+  int64_t wn = c->g.O * c->g.Kg;
+  return k == 0 ? c->dw : c->dw_part + (size_t)((k - 1) * wn) * c->es;
+}
+
 /* dw partial of chunk k over samples [n0, n1): dw_g += dout_g @ col_g^T; and the bias sums. */
 static void conv_bwd_weight_range(conv_ctx *c, int k, int t, int64_t n0, int64_t n1) {
   const conv_geom *g = &c->g;
-  size_t es = c->es;
-  char *col = scratch_of(c, t);
-  int64_t wn = g->O * g->Kg;
-  char *dw = k == 0 ? c->dw : c->dw_part + (size_t)((k - 1) * wn) * es;
+  char *col = scratch_of(c, t), *dw = dw_of_chunk(c, k);
   double *db = c->db_part ? c->db_part + k * g->O : NULL;
   if (db)
     for (int64_t o = 0; o < g->O; o++) db[o] = 0;
-  if (n0 == n1) memset(dw, 0, (size_t)wn * es);
-  for (int64_t n = n0; n < n1; n++) {
-    const char *dn = c->dout + (size_t)(n * g->O * g->L) * es;
-    const char *xn = c->x + (size_t)(n * c->xs[0]) * es;
-    const char *B = xn;
-    if (col) {
-      im2col(c, col, xn);
-      B = col;
+  if (n0 == n1) memset(dw, 0, (size_t)(g->O * g->Kg) * c->es);
+  for (int64_t n = n0; n < n1; n++)
+    conv_dw_sample(c, col, c->dout + (size_t)(n * g->O * g->L) * c->es,
+                   c->x + (size_t)(n * c->xs[0]) * c->es, dw, n == n0, db);
+}
+
+/* Adds the chunks' dw partials into chunk 0's (c->dw) in chunk order, each element independently,
+ * and writes dbt (O) (when non-NULL) from the per-chunk bias sums. */
+static void conv_dw_finish(const conv_ctx *c, nn_tensor *dw, nn_tensor *dbt) {
+  int nch = c->n_chunks;
+  int64_t wn = c->g.O * c->g.Kg;
+  if (nch > 1) {
+    if (c->dt == NN_DTYPE_F32) {
+      float *d = F32(dw);
+      const float *q = (const float *)c->dw_part;
+#pragma omp parallel for schedule(static) if (wn >= CPU_PAR_MIN)
+      for (int64_t i = 0; i < wn; i++)
+        for (int k = 1; k < nch; k++) d[i] += q[(k - 1) * wn + i];
+    } else {
+      double *d = F64(dw);
+      const double *q = (const double *)c->dw_part;
+#pragma omp parallel for schedule(static) if (wn >= CPU_PAR_MIN)
+      for (int64_t i = 0; i < wn; i++)
+        for (int k = 1; k < nch; k++) d[i] += q[(k - 1) * wn + i];
     }
-    for (int64_t gi = 0; gi < g->G; gi++)
-      gemm(c->dt, false, true, g->Og, g->Kg, g->L, dn + (size_t)(gi * g->Og * g->L) * es, g->L,
-           B + (size_t)(gi * g->Kg * g->L) * es, g->L, n == n0 ? 0.0 : 1.0,
-           dw + (size_t)(gi * g->Og * g->Kg) * es, g->Kg);
-    if (db)
-      for (int64_t o = 0; o < g->O; o++)
-        db[o] += c->dt == NN_DTYPE_F32 ? sum_f((const float *)dn + o * g->L, g->L)
-                                       : sum_d((const double *)dn + o * g->L, g->L);
   }
+  if (dbt)
+    for (int64_t o = 0; o < c->g.O; o++) {
+      double s = 0;
+      for (int k = 0; k < nch; k++) s += c->db_part[k * c->g.O + o];
+      nn_tensor_set_flat(dbt, o, s);
+    }
 }
 
 static int cpu_conv2d_backward_weight(nn_tensor *const *out, nn_tensor *const *in,
@@ -524,28 +687,7 @@ static int cpu_conv2d_backward_weight(nn_tensor *const *out, nn_tensor *const *i
   c.dw_part = part ? nn_tensor_data(part) : NULL;
   c.db_part = dbp ? F64(dbp) : NULL;
   run_batch(&c, nt, conv_bwd_weight_range);
-  /* chunk k's partial is added in order k = 1, 2, ...; each element independently */
-  if (nch > 1) {
-    if (c.dt == NN_DTYPE_F32) {
-      float *d = F32(dw);
-      const float *q = (const float *)c.dw_part;
-#pragma omp parallel for schedule(static) if (wn >= CPU_PAR_MIN)
-      for (int64_t i = 0; i < wn; i++)
-        for (int k = 1; k < nch; k++) d[i] += q[(k - 1) * wn + i];
-    } else {
-      double *d = F64(dw);
-      const double *q = (const double *)c.dw_part;
-#pragma omp parallel for schedule(static) if (wn >= CPU_PAR_MIN)
-      for (int64_t i = 0; i < wn; i++)
-        for (int k = 1; k < nch; k++) d[i] += q[(k - 1) * wn + i];
-    }
-  }
-  if (dbt)
-    for (int64_t o = 0; o < c.g.O; o++) {
-      double s = 0;
-      for (int k = 0; k < nch; k++) s += c.db_part[k * c.g.O + o];
-      nn_tensor_set_flat(dbt, o, s);
-    }
+  conv_dw_finish(&c, dw, dbt);
 done:
   nn_tensor_free(dc);
   nn_tensor_free(scr);
@@ -817,6 +959,268 @@ static int cpu_avgpool2d_backward(nn_tensor *const *out, nn_tensor *const *in,
       avgpool_bwd_plane_d(F64(dx) + pl * HW, F64(dout) + d0, ds, &g);
   }
   return NN_OK;
+}
+
+/* ---------------------------------------------------------------- conv2d + relu + max_pool2d */
+
+/* max_pool2d(relu(conv2d(x, w, bias))) per sample, without materialising the conv output: the
+ * GEMM writes one sample's (O, L) into a per-thread buffer, the bias and ReLU are applied there
+ * while it is in cache, and the pooling reads it. Each step is the unfused kernel's own code
+ * (conv_fwd_sample, the ReLU of cpu_elementwise.c, maxpool*_plane), so values, argmax and ties
+ * are the unfused ones bit for bit. The argmax is stored as -1 where the pooled value is not > 0:
+ * ReLU's backward would zero that gradient. The backward scatters dy to the argmax in a
+ * per-thread (O, L) buffer (what max_pool2d_backward then relu's backward produce) and runs the
+ * conv backward of that sample on it, with the chunks and order of the unfused kernels. */
+
+typedef struct fused_ctx {
+  conv_ctx c;     /* first: run_batch passes &f->c */
+  pool_geom pg;   /* over one sample: C = O planes of OH x OW */
+  bool two;       /* 2x2 stride 2 unpadded pooling */
+  char *y;        /* forward out (N, O, PH, PW) */
+  int64_t *idx;   /* (N, O, PH, PW) */
+  char *buf;      /* per thread (O, L) */
+  const char *dy; /* backward in, strides dys */
+  int64_t dys[4];
+  char *dx;          /* backward out or NULL */
+  bool want_dw;      /* dw (and, with db_part, dbias) */
+  bool dx_col;       /* the input gradient goes through col (not pointwise) */
+  bool dw_col;       /* the weight gradient goes through col */
+} fused_ctx;
+
+static void fused_init(fused_ctx *f, const int64_t *xs, const int64_t *ws, const int64_t *ys,
+                       const nn_op_params *p, nn_dtype dt) {
+  conv_geom *g = &f->c.g;
+  int64_t os[4] = {xs[0], ws[0], 0, 0};
+  for (int k = 0; k < 2; k++) { /* the conv output size, as nn_conv2d computes it */
+    int64_t span = p->i[4 + k] * (ws[2 + k] - 1) + 1;
+    os[2 + k] = (xs[2 + k] + 2 * p->i[2 + k] - span) / p->i[k] + 1;
+  }
+  geom_init(g, xs, ws, os, p);
+  nn_op_params q = {0};
+  for (int k = 0; k < 6; k++) q.i[k] = p->i[8 + k];
+  pool_geom_init(&f->pg, (int64_t[]){1, g->O, g->OH, g->OW}, ys, &q);
+  f->two = f->pg.kh == 2 && f->pg.kw == 2 && f->pg.sh == 2 && f->pg.sw == 2 && f->pg.ph == 0 &&
+           f->pg.pw == 0;
+  f->c.dt = dt;
+  f->c.es = nn_dtype_size(dt);
+}
+
+/* Per-thread buffers: scratch (col and the padded plane) when needed, and the (O, L) plane. */
+static int fused_alloc(nn_tensor **scr, nn_tensor **buf, fused_ctx *f, int nt, bool col) {
+  conv_ctx *c = &f->c;
+  *buf = NULL;
+  c->scratch_n = col ? c->g.K * c->g.L + padded_n(&c->g) : 0;
+  int rc = scratch_alloc(scr, c, nt);
+  if (!rc) rc = nn_tensor_empty(buf, 1, (int64_t[]){nt * c->g.O * c->g.L}, c->dt, nn_cpu);
+  if (!rc) f->buf = nn_tensor_data(*buf);
+  return rc;
+}
+
+#if WB_AVX512
+/* maxpool2_plane_f (2x2 windows, stride 2) of a contiguous (OH, OW) plane x into y (PH, PW), with
+ * the argmax marked -1 where y is not > 0; 16 outputs at a time. The running max takes a value
+ * when it is greater or NaN, in the order (0,0), (0,1), (1,0), (1,1): maxpool2_plane_f's rule. */
+AVX512_FN static void pool2_mark_plane_avx512(float *y, int64_t *idx, const float *x, int64_t OW,
+                                              int64_t PH, int64_t PW) {
+  const __m512i ev = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i od = _mm512_add_epi32(ev, _mm512_set1_epi32(1));
+  const __m512i lane2 = ev, one = _mm512_set1_epi32(1), wv = _mm512_set1_epi32((int)OW);
+  const __m512i w1 = _mm512_set1_epi32((int)OW + 1), neg = _mm512_set1_epi32(-1);
+  const __m512 zero = _mm512_setzero_ps();
+  for (int64_t ph = 0; ph < PH; ph++) {
+    const float *r0 = x + 2 * ph * OW, *r1 = r0 + OW;
+    for (int64_t pw = 0; pw < PW; pw += 16) {
+      int64_t k = PW - pw < 16 ? PW - pw : 16, n2 = 2 * k;
+      __mmask16 mk = (__mmask16)(k == 16 ? 0xFFFF : (1u << k) - 1);
+      __mmask16 mlo = (__mmask16)(n2 >= 16 ? 0xFFFF : (1u << n2) - 1);
+      __mmask16 mhi = (__mmask16)(n2 >= 32 ? 0xFFFF : n2 > 16 ? (1u << (n2 - 16)) - 1 : 0);
+      __m512 a0 = _mm512_maskz_loadu_ps(mlo, r0 + 2 * pw), a1 = _mm512_maskz_loadu_ps(mhi, r0 + 2 * pw + 16);
+      __m512 b0 = _mm512_maskz_loadu_ps(mlo, r1 + 2 * pw), b1 = _mm512_maskz_loadu_ps(mhi, r1 + 2 * pw + 16);
+      __m512 v[3] = {_mm512_permutex2var_ps(a0, od, a1), _mm512_permutex2var_ps(b0, ev, b1),
+                     _mm512_permutex2var_ps(b0, od, b1)};
+      const __m512i offs[3] = {one, wv, w1};
+      __m512 best = _mm512_permutex2var_ps(a0, ev, a1);
+      __m512i off = _mm512_setzero_si512();
+      for (int j = 0; j < 3; j++) {
+        __mmask16 m = _mm512_cmp_ps_mask(v[j], best, _CMP_GT_OQ) |
+                      _mm512_cmp_ps_mask(v[j], v[j], _CMP_UNORD_Q);
+        best = _mm512_mask_mov_ps(best, m, v[j]);
+        off = _mm512_mask_mov_epi32(off, m, offs[j]);
+      }
+      __m512i pos = _mm512_add_epi32(_mm512_set1_epi32((int)(2 * ph * OW + 2 * pw)),
+                                     _mm512_add_epi32(lane2, off));
+      pos = _mm512_mask_mov_epi32(neg, _mm512_cmp_ps_mask(best, zero, _CMP_GT_OQ), pos);
+      _mm512_mask_storeu_ps(y + ph * PW + pw, mk, best);
+      int64_t *ir = idx + ph * PW + pw;
+      _mm512_mask_storeu_epi64(ir, (__mmask8)mk, _mm512_cvtepi32_epi64(_mm512_castsi512_si256(pos)));
+      _mm512_mask_storeu_epi64(ir + 8, (__mmask8)(mk >> 8),
+                               _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(pos, 1)));
+    }
+  }
+}
+#endif
+
+static void fused_fwd_range(conv_ctx *cc, int k, int t, int64_t n0, int64_t n1) {
+  (void)k;
+  fused_ctx *f = (fused_ctx *)cc;
+  const conv_geom *g = &cc->g;
+  size_t es = cc->es;
+  int64_t OL = g->O * g->L, PL = f->pg.OH * f->pg.OW, ps[2] = {g->OW, 1};
+  char *col = scratch_of(cc, t), *cb = f->buf + (size_t)(t * OL) * es;
+  bool f32 = cc->dt == NN_DTYPE_F32;
+  for (int64_t n = n0; n < n1; n++) {
+    conv_fwd_sample(cc, col, cc->x + (size_t)(n * cc->xs[0]) * es, cb, true);
+    int64_t *ip = f->idx + n * g->O * PL;
+    char *yn = f->y + (size_t)(n * g->O * PL) * es;
+#if WB_AVX512
+    if (f32 && f->two && have_avx512()) {
+      for (int64_t o = 0; o < g->O; o++)
+        pool2_mark_plane_avx512((float *)yn + o * PL, ip + o * PL, (const float *)cb + o * g->L,
+                                g->OW, f->pg.OH, f->pg.OW);
+      continue;
+    }
+#endif
+    for (int64_t o = 0; o < g->O; o++) {
+      char *yo = yn + (size_t)(o * PL) * es, *src = cb + (size_t)(o * g->L) * es;
+      if (f32 && f->two)
+        maxpool2_plane_f((float *)yo, ip + o * PL, (const float *)src, ps, &f->pg);
+      else if (f32)
+        maxpool_plane_f((float *)yo, ip + o * PL, (const float *)src, ps, &f->pg);
+      else if (f->two)
+        maxpool2_plane_d((double *)yo, ip + o * PL, (const double *)src, ps, &f->pg);
+      else
+        maxpool_plane_d((double *)yo, ip + o * PL, (const double *)src, ps, &f->pg);
+    }
+    /* relu's backward passes dy where y > 0 */
+    if (f32) {
+      const float *yv = (const float *)yn;
+      for (int64_t i = 0; i < g->O * PL; i++) ip[i] = yv[i] > 0 ? ip[i] : -1;
+    } else {
+      const double *yv = (const double *)yn;
+      for (int64_t i = 0; i < g->O * PL; i++) ip[i] = yv[i] > 0 ? ip[i] : -1;
+    }
+  }
+}
+
+static int cpu_conv2d_relu_maxpool(nn_tensor *const *out, nn_tensor *const *in,
+                                   const nn_op_params *p) {
+  nn_tensor *y = out[0], *x = in[0], *b = in[2], *wc = NULL, *scr = NULL, *buf = NULL;
+  fused_ctx f = {0};
+  conv_ctx *c = &f.c;
+  fused_init(&f, x->shape, in[1]->shape, y->shape, p, y->dtype);
+  int nt = batch_threads(&c->g);
+  c->n_chunks = conv_chunks(&c->g, nt);
+  int rc = packed(&wc, in[1]);
+  if (!rc) rc = fused_alloc(&scr, &buf, &f, nt, !(c->g.pointwise && planes_contiguous(x)));
+  if (rc) goto done;
+  c->x = nn_tensor_data(x);
+  memcpy(c->xs, x->stride, sizeof c->xs);
+  c->w = nn_tensor_data(wc);
+  c->bias = b ? nn_tensor_data(b) : NULL;
+  c->bias_stride = b ? b->stride[0] : 0;
+  f.y = nn_tensor_data(y);
+  f.idx = I64(out[1]);
+  run_batch(c, nt, fused_fwd_range);
+done:
+  nn_tensor_free(wc);
+  nn_tensor_free(scr);
+  nn_tensor_free(buf);
+  return rc;
+}
+
+static void fused_bwd_range(conv_ctx *cc, int k, int t, int64_t n0, int64_t n1) {
+  fused_ctx *f = (fused_ctx *)cc;
+  const conv_geom *g = &cc->g;
+  size_t es = cc->es;
+  int64_t OL = g->O * g->L, PH = f->pg.OH, PW = f->pg.OW, PL = PH * PW;
+  char *col = scratch_of(cc, t), *db_ = f->buf + (size_t)(t * OL) * es;
+  char *dw = f->want_dw ? dw_of_chunk(cc, k) : NULL;
+  double *db = cc->db_part ? cc->db_part + k * g->O : NULL;
+  bool f32 = cc->dt == NN_DTYPE_F32;
+  if (db)
+    for (int64_t o = 0; o < g->O; o++) db[o] = 0;
+  if (dw && n0 == n1) memset(dw, 0, (size_t)(g->O * g->Kg) * es);
+  for (int64_t n = n0; n < n1; n++) {
+    /* dconv (O, L): dy scattered to the argmax (max_pool2d_backward), kept where y > 0 (relu) */
+    memset(db_, 0, (size_t)OL * es);
+    const int64_t *ip = f->idx + n * g->O * PL;
+    for (int64_t o = 0; o < g->O; o++) {
+      const char *d = f->dy + (size_t)(n * f->dys[0] + o * f->dys[1]) * es;
+      const int64_t *io = ip + o * PL;
+      for (int64_t ph = 0; ph < PH; ph++)
+        for (int64_t pw = 0; pw < PW; pw++) {
+          int64_t i = io[ph * PW + pw], off = ph * f->dys[2] + pw * f->dys[3];
+          if (i < 0) continue;
+          if (f32)
+            ((float *)db_)[o * g->L + i] += ((const float *)d)[off];
+          else
+            ((double *)db_)[o * g->L + i] += ((const double *)d)[off];
+        }
+    }
+    if (dw || db) {
+      const char *xn = cc->x + (size_t)(n * cc->xs[0]) * es;
+      if (dw)
+        conv_dw_sample(cc, f->dw_col ? col : NULL, db_, xn, dw, n == n0, db);
+      else /* the bias alone: conv2d_backward_bias's sums, in sample order (one chunk) */
+        for (int64_t o = 0; o < g->O; o++)
+          db[o] += f32 ? sum_f((const float *)db_ + o * g->L, g->L)
+                       : sum_d((const double *)db_ + o * g->L, g->L);
+    }
+    if (f->dx)
+      conv_dx_sample(cc, f->dx_col ? col : NULL, db_,
+                     f->dx + (size_t)(n * g->C * g->H * g->W) * es);
+  }
+}
+
+/* out: dx, dw, dbias, those present (p->i[14] bits 1, 2, 4) in that order. */
+static int cpu_conv2d_relu_maxpool_backward(nn_tensor *const *out, nn_tensor *const *in,
+                                            const nn_op_params *p) {
+  nn_tensor *dyt = in[0], *x = in[1], *dxt = NULL, *dwt = NULL, *dbt = NULL;
+  nn_tensor *wc = NULL, *ic = NULL, *scr = NULL, *buf = NULL, *part = NULL, *dbp = NULL;
+  int m = (int)p->i[14], j = 0;
+  if (m & 1) dxt = out[j++];
+  if (m & 2) dwt = out[j++];
+  if (m & 4) dbt = out[j++];
+  fused_ctx f = {0};
+  conv_ctx *c = &f.c;
+  fused_init(&f, x->shape, in[2]->shape, dyt->shape, p, dyt->dtype);
+  int nt = batch_threads(&c->g);
+  /* the bias alone is summed in sample order, as conv2d_backward_bias does: one chunk */
+  int nch = c->n_chunks = dwt || !dbt ? conv_chunks(&c->g, nt) : 1;
+  int64_t wn = c->g.O * c->g.Kg;
+  f.dx_col = dxt && !c->g.pointwise;
+  f.dw_col = dwt && !(c->g.pointwise && planes_contiguous(x));
+  f.want_dw = dwt != NULL;
+  int rc = packed(&wc, in[2]);
+  if (!rc) rc = packed(&ic, in[3]);
+  if (!rc) rc = fused_alloc(&scr, &buf, &f, nt, f.dx_col || f.dw_col);
+  if (!rc && dwt && nch > 1)
+    rc = nn_tensor_empty(&part, 1, (int64_t[]){(nch - 1) * wn}, c->dt, nn_cpu);
+  if (!rc && dbt) rc = nn_tensor_empty(&dbp, 1, (int64_t[]){nch * c->g.O}, NN_DTYPE_F64, nn_cpu);
+  if (rc) goto done;
+  c->x = nn_tensor_data(x);
+  memcpy(c->xs, x->stride, sizeof c->xs);
+  c->w = nn_tensor_data(wc);
+  c->dw = dwt ? nn_tensor_data(dwt) : NULL;
+  c->dw_part = part ? nn_tensor_data(part) : NULL;
+  c->db_part = dbp ? F64(dbp) : NULL;
+  f.idx = I64(ic);
+  f.dy = nn_tensor_data(dyt);
+  memcpy(f.dys, dyt->stride, sizeof f.dys);
+  f.dx = dxt ? nn_tensor_data(dxt) : NULL;
+  run_batch(c, nt, fused_bwd_range);
+  if (dwt)
+    conv_dw_finish(c, dwt, dbt);
+  else if (dbt)
+    for (int64_t o = 0; o < c->g.O; o++) nn_tensor_set_flat(dbt, o, c->db_part[o]);
+done:
+  nn_tensor_free(wc);
+  nn_tensor_free(ic);
+  nn_tensor_free(scr);
+  nn_tensor_free(buf);
+  nn_tensor_free(part);
+  nn_tensor_free(dbp);
+  return rc;
 }
 
 /* ---------------------------------------------------------------- normalisation */
@@ -1174,6 +1578,8 @@ void nn_cpu_register_nnet(nn_backend_i *be) {
   be->kernels[NN_OP_CONV2D_BACKWARD_INPUT] = cpu_conv2d_backward_input;
   be->kernels[NN_OP_CONV2D_BACKWARD_WEIGHT] = cpu_conv2d_backward_weight;
   be->kernels[NN_OP_CONV2D_BACKWARD_BIAS] = cpu_conv2d_backward_bias;
+  be->kernels[NN_OP_CONV2D_RELU_MAXPOOL] = cpu_conv2d_relu_maxpool;
+  be->kernels[NN_OP_CONV2D_RELU_MAXPOOL_BACKWARD] = cpu_conv2d_relu_maxpool_backward;
   be->kernels[NN_OP_MAXPOOL2D] = cpu_maxpool2d;
   be->kernels[NN_OP_MAXPOOL2D_BACKWARD] = cpu_maxpool2d_backward;
   be->kernels[NN_OP_AVGPOOL2D] = cpu_avgpool2d;
