@@ -2,6 +2,7 @@
  * layers from the C registry by name (wb.nn.layer, and wb.nn.<Name> through __index), and the
  * functional ops and losses.
  * Positions are 1-based (Flatten's dims); layer options keep PyTorch's names and layouts. */
+#include "gyro_dropout.h"
 #include "module.h"
 #include "wb_lua.h"
 
@@ -473,6 +474,16 @@ static int lnn_sequential_new(lua_State *L) {
   return retm(L, nn_sequential_new(&m, n, ms), &m);
 }
 
+/* wb.nn.BlockSequential{m1, m2, ...}: a Sequential that runs Linear -> activation -> block-wise
+ * dropout -> Linear chains on block-sparse products while training (nn/gyro_dropout.h) */
+static int lnn_block_sequential_new(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_settop(L, 1);
+  int n;
+  nn_module **ms = module_list(L, 1, &n), *m = NULL;
+  return retm(L, nn_block_sequential_new(&m, n, ms), &m);
+}
+
 /* wb.nn.Residual(body, shortcut?): body(x) + (shortcut or identity)(x) */
 static int lnn_residual_new(lua_State *L) {
   nn_module *body = wb_lua_checkmodule(L, 1), *sc = NULL, *m = NULL;
@@ -787,6 +798,7 @@ static const luaL_Reg nn_funcs[] = {
     {"GlobalAvgPool2d", lnn_global_avgpool2d_new},
     {"Flatten", lnn_flatten_new},
     {"Sequential", lnn_sequential_new},
+    {"BlockSequential", lnn_block_sequential_new},
     {"Residual", lnn_residual_new},
     {"layer", lnn_layer_new},
     {"layers", lnn_layer_names},

@@ -440,7 +440,7 @@ static int section_finals(rctx *c, const rexp *e, const char *key) {
               "<figcaption>Bar: mean of the final value (the value at the last step) over the "
               "group's FINISHED runs; NaN finals are left out and counted in the table. Error "
               "bar: 95% confidence interval of the mean, t(0.975, n&minus;1)&middot;s/&radic;n "
-              "(none when n &lt; 2).</figcaption></figure>\n");
+              "(none when n &lt; 2; std and CI show &ndash; then).</figcaption></figure>\n");
   wb_rbuf_free(&title);
 
   static const char *const cols[] = {"group",    "runs",   "NaN",     "mean", "std",
@@ -456,6 +456,11 @@ static int section_finals(rctx *c, const rexp *e, const char *key) {
     wb_rbuf_put(&c->md, "|");
     md_text_cell(&c->md, bars[i].label);
     for (int k = 0; k < 9; k++) {
+      if (k >= 3 && k <= 6 && st->n < 2) { /* undefined for one value: a dash, not NaN */
+        html_text_cell(&c->html, "\xe2\x80\x93");
+        md_text_cell(&c->md, "\xe2\x80\x93");
+        continue;
+      }
       html_num_cell(&c->html, v[k]);
       md_num_cell(&c->md, v[k]);
     }
