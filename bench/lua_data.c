@@ -463,9 +463,26 @@ static int evaluate(nn_module *m, const nn_dataset *d, int64_t batch, bool want_
   nn_module_train(m, false);
   bool grad = nn_set_grad_enabled(false);
   nn_tensor *x = NULL, *y = NULL;
+  /* batches go to the model's device (that of its first parameter) */
+  nn_named *pl = NULL;
+  int np = 0;
+  nn_device dev = nn_cpu;
+  if (nn_module_parameters(m, &pl, &np) == NN_OK && np > 0) dev = pl[0].t->storage->device;
+  nn_named_list_free(pl, np);
   while ((rc = nn_batcher_next(b, &x, &y)) == 1) {
-    nn_tensor *logits = NULL, *r = NULL;
-    rc = nn_module_forward(m, x, &logits);
+    nn_tensor *logits = NULL, *r = NULL, *xd = NULL, *yd = NULL;
+    rc = nn_to_device(&xd, x, dev);
+    if (!rc) rc = nn_to_device(&yd, y, dev);
+    if (!rc) {
+      nn_tensor_free(x);
+      nn_tensor_free(y);
+      x = xd;
+      y = yd;
+      xd = yd = NULL;
+    }
+    nn_tensor_free(xd);
+    nn_tensor_free(yd);
+    if (!rc) rc = nn_module_forward(m, x, &logits);
     if (!rc && logits->ndim != 2)
       rc = nn_seterr(NN_ERR_SHAPE, "metrics: the model's output has %d dims; (B, K) logits expected", logits->ndim);
     if (!rc && want_nll) {
@@ -475,10 +492,17 @@ static int evaluate(nn_module *m, const nn_dataset *d, int64_t batch, bool want_
       *out += v;
     } else if (!rc) {
       rc = nn_argmax(&r, logits, 1, false);
+      int64_t *p = NULL, *l = NULL;
       if (!rc) {
-        const int64_t *p = nn_tensor_data(r), *l = nn_tensor_data(y);
-        for (int64_t i = 0; i < y->shape[0]; i++) *out += p[i] == l[i];
+        p = malloc((size_t)y->shape[0] * sizeof *p);
+        l = malloc((size_t)y->shape[0] * sizeof *l);
+        if (!p || !l) rc = nn_seterr(NN_ERR_NOMEM, "metrics: out of memory");
       }
+      if (!rc) rc = nn_tensor_to_host(r, NN_DTYPE_I64, p); /* device results come back here */
+      if (!rc) rc = nn_tensor_to_host(y, NN_DTYPE_I64, l);
+      for (int64_t i = 0; !rc && i < y->shape[0]; i++) *out += p[i] == l[i];
+      free(p);
+      free(l);
     }
     nn_tensor_free(r);
     nn_tensor_free(logits);

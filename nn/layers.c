@@ -4,6 +4,7 @@
  * name taking options (nn_opt) for the registry. */
 #include "autograd.h"
 #include "backend.h"
+#include "gyro_dropout.h"
 #include "module.h"
 #include "ops_core.h"
 #include "ops_elementwise.h"
@@ -763,6 +764,9 @@ void nn_layers_register_builtin(void) {
       {"BatchNorm2d", c_bn2, "channels, eps=1e-5, momentum=0.1, affine=1"},
       {"LayerNorm", c_ln, "size, eps=1e-5, affine=1"},
       {"Dropout", c_dropout, "p=0.5"},
+      {"GyroDropout", nn_gyro_dropout_ctor,
+       "p=0.5, size, sigma=256, tau=16, iters (or period), block=1, shared=0"},
+      {"BlockDropout", nn_block_dropout_ctor, "p=0.5, block=32, groups=1"},
       {"Embedding", c_emb, "num, dim"},
       {"ReLU", c_relu, ""},
       {"LeakyReLU", c_lrelu, "slope=0.01"},

@@ -297,7 +297,14 @@ int nn_clip_grad_norm(double *total_norm, int n, nn_tensor *const *params, doubl
     if (!g) continue;
     /* sum of squares in double, in a fixed order */
     int64_t m = nn_tensor_numel(g);
-    if (g->storage->device.type != NN_DEVICE_CPU || !nn_tensor_is_contiguous(g)) {
+    if (g->storage->device.type != NN_DEVICE_CPU) { /* bring device grads to the host */
+      float *h = malloc((size_t)(m ? m : 1) * sizeof *h);
+      if (!h) return nn_seterr(NN_ERR_NOMEM, "clip_grad_norm: out of memory");
+      int rc = nn_tensor_to_host(g, NN_DTYPE_F32, h);
+      for (int64_t j = 0; !rc && j < m; j++) ss += (double)h[j] * h[j];
+      free(h);
+      if (rc) return rc;
+    } else if (!nn_tensor_is_contiguous(g)) {
       for (int64_t j = 0; j < m; j++) {
         double v = nn_tensor_get_flat(g, j);
         ss += v * v;

@@ -390,8 +390,17 @@ int nn_copy_(nn_tensor *dst, const nn_tensor *src) {
     int64_t s = src->shape[src->ndim - 1 - d], t = dst->shape[dst->ndim - 1 - d];
     if (s != t && s != 1) goto bad;
   }
-  nn_tensor *ex = NULL;
-  int rc = nn_expand(&ex, (nn_tensor *)src, dst->ndim, dst->shape);
+  nn_tensor *ex = NULL, *moved = NULL;
+  int rc = NN_OK;
+  if (src->storage->device.type != dst->storage->device.type) { /* cross-device: move first */
+    bool prev = nn_set_grad_enabled(false);
+    rc = nn_to_device(&moved, (nn_tensor *)src, dst->storage->device);
+    nn_set_grad_enabled(prev);
+    if (rc) return rc;
+    src = moved;
+  }
+  rc = nn_expand(&ex, (nn_tensor *)src, dst->ndim, dst->shape);
+  nn_tensor_free(moved);
   if (rc) return rc;
   nn_op_params p = {0};
   rc = nn_dispatch(NN_OP_COPY, 1, &dst, 1, &ex, &p);

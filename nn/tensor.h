@@ -182,7 +182,8 @@ int nn_to_device(nn_tensor **out, nn_tensor *t, nn_device dev);
 int nn_device_parse(nn_device *out, const char *s);
 
 /* ---- in-place (not recorded by autograd; for optimizers and initialisation) ---- */
-int nn_copy_(nn_tensor *dst, const nn_tensor *src); /* src broadcast to dst, dtype converted */
+/* src broadcast to dst, dtype converted; a src on another device is moved to dst's first. */
+int nn_copy_(nn_tensor *dst, const nn_tensor *src);
 int nn_fill_(nn_tensor *t, double v);
 /* Makes t a view of the same memory as v (same shape and dtype required): t's old storage is
  * released. For flat parameter buffers: the parameter object stays, its memory moves. */

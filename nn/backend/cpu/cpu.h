@@ -39,6 +39,7 @@ void nn_cpu_register_reduce(nn_backend_i *be);
 void nn_cpu_register_nnet(nn_backend_i *be);
 void nn_cpu_register_index(nn_backend_i *be);
 void nn_cpu_register_optim(nn_backend_i *be);
+void nn_cpu_register_block(nn_backend_i *be);
 
 #define F32(t) ((float *)nn_tensor_data(t))
 #define F64(t) ((double *)nn_tensor_data(t))

@@ -27,6 +27,7 @@ void nn_cpu_backend_init(void) {
   nn_cpu_register_nnet(&cpu_backend);
   nn_cpu_register_index(&cpu_backend);
   nn_cpu_register_optim(&cpu_backend);
+  nn_cpu_register_block(&cpu_backend);
   nn_backend_register(NN_DEVICE_CPU, &cpu_backend);
   nn_blas_init(NULL); /* OpenBLAS's fast kernels on CPUs it does not recognise (in-process) */
 }
