@@ -2,6 +2,7 @@
  * research modules' openers (generated table, Lua's linit.c idea). */
 #include "wb_lua.h"
 
+#include <string.h>
 #include <sys/time.h>
 
 static int lwb_time(lua_State *L) {
@@ -28,6 +29,21 @@ static const luaL_Reg wb_funcs[] = {
     {NULL, NULL},
 };
 
+/* wb.<module> for a research module not yet required: requires "wb.<module>" on first use. */
+static int lwb_index(lua_State *L) {
+  const char *k = luaL_checkstring(L, 2);
+  for (const wb_lua_opener *o = wb_lua_openers; o->name; o++)
+    if (!strcmp(o->name + 3, k)) { /* o->name is "wb.<module>" */
+      lua_getglobal(L, "require");
+      lua_pushstring(L, o->name);
+      lua_call(L, 1, 1);
+      lua_pushvalue(L, -1);
+      lua_setfield(L, 1, k); /* cache it in the wb table */
+      return 1;
+    }
+  return 0;
+}
+
 int luaopen_wb(lua_State *L) {
   luaL_newlib(L, wb_funcs);
   wb_lua_open_tensor(L);
@@ -36,6 +52,10 @@ int luaopen_wb(lua_State *L) {
   wb_lua_open_data(L);
   wb_lua_open_checkpoint(L);
   wb_lua_open_run(L);
+  lua_createtable(L, 0, 1);
+  lua_pushcfunction(L, lwb_index);
+  lua_setfield(L, -2, "__index");
+  lua_setmetatable(L, -2);
   return 1;
 }
 
