@@ -770,7 +770,11 @@ static void suite(void) {
  * with the dispatcher's message. */
 static void coverage(const nn_backend_i *be) {
   for (int op = 0; op < NN_OP_COUNT; op++) {
-    bool optional = op == NN_OP_CONV2D_RELU_MAXPOOL || op == NN_OP_CONV2D_RELU_MAXPOOL_BACKWARD;
+    /* fused or block-sparse kernels whose layers fall back (or stay on the CPU) without them */
+    bool optional = op == NN_OP_CONV2D_RELU_MAXPOOL || op == NN_OP_CONV2D_RELU_MAXPOOL_BACKWARD ||
+                    op == NN_OP_BLOCK_LINEAR ||
+                    op == NN_OP_BLOCK_LINEAR_BACKWARD ||
+                    op == NN_OP_BLOCK_MASK_EXPAND;
     if (be->kernels[op]) continue;
     CHECK(optional, "kernel %s is not implemented on cuda", nn_op_name(op));
     if (!optional) continue;
