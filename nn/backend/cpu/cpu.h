@@ -37,6 +37,7 @@ void nn_cpu_register_core(nn_backend_i *be);
 void nn_cpu_register_elementwise(nn_backend_i *be);
 void nn_cpu_register_reduce(nn_backend_i *be);
 void nn_cpu_register_nnet(nn_backend_i *be);
+void nn_cpu_register_norm(nn_backend_i *be); /* called by nn_cpu_register_nnet */
 void nn_cpu_register_index(nn_backend_i *be);
 void nn_cpu_register_optim(nn_backend_i *be);
 void nn_cpu_register_block(nn_backend_i *be);
