@@ -49,8 +49,8 @@ wb_store *wb_cli_open(const char *cmd, const char *path) {
 }
 
 static int unexpected(const char *cmd, const char *arg) {
-  fprintf(stderr, "wb %s: unexpected argument '%s' (`wb %s --help` lists the options)\n", cmd,
-          arg, cmd);
+  fprintf(stderr, "wb %s: unexpected argument '%s' (`wb %s --help` lists the options)\n", cmd, arg,
+          cmd);
   return 2;
 }
 
@@ -100,24 +100,24 @@ int wb_cmd_runs(int argc, char **argv) {
     if (e > w_exp) w_exp = e > 24 ? 24 : e;
     if (n > w_name) w_name = n > 32 ? 32 : n;
   }
-  printf("%5s  %-*s  %-*s  %-8s  %-19s  %8s  %6s  %s\n", "ID", w_exp, "EXPERIMENT", w_name,
-         "NAME", "STATUS", "STARTED", "TIME", "PARENT", "ERROR");
+  printf("%5s  %-*s  %-*s  %-8s  %-19s  %8s  %6s  %s\n", "ID", w_exp, "EXPERIMENT", w_name, "NAME",
+         "STATUS", "STARTED", "TIME", "PARENT", "ERROR");
   for (int64_t i = 0; i < list->n; i++) {
     const wb_run *r = &list->runs[i];
     char started[32], dur[32], parent[24] = "-", e[64], n[64], msg[64];
     wb_host_fmt_time(started, sizeof started, r->start_ms);
     wb_host_fmt_duration(dur, sizeof dur,
                          r->wall_s >= 0 ? r->wall_s
-                         : r->end_ms  ? (double)(r->end_ms - r->start_ms) / 1e3
-                                      : -1);
+                         : r->end_ms    ? (double)(r->end_ms - r->start_ms) / 1e3
+                                        : -1);
     if (r->info.parent_id) snprintf(parent, sizeof parent, "%lld", (long long)r->info.parent_id);
     printf("%5lld  %-*s  %-*s  %-8s  %-19s  %8s  %6s  %s\n", (long long)r->id, w_exp,
            cut(e, sizeof e, r->info.experiment, w_exp), w_name,
            cut(n, sizeof n, r->info.name, w_name), wb_run_status_name(r->status), started, dur,
            parent, cut(msg, sizeof msg, r->error, 60));
   }
-  if (list->n == 0) printf("(no runs%s%s)\n", experiment ? " in experiment " : "",
-                           experiment ? experiment : "");
+  if (list->n == 0)
+    printf("(no runs%s%s)\n", experiment ? " in experiment " : "", experiment ? experiment : "");
   wb_run_list_free(list);
   wb_store_close(s);
   return 0;
@@ -189,8 +189,7 @@ int wb_cmd_show(int argc, char **argv) {
     printf("  %-24s %-24s step %lld\n", m->key, buf, (long long)m->step);
   }
   printf("tags:%s\n", d->n_tags ? "" : " (none)");
-  for (int64_t i = 0; i < d->n_tags; i++)
-    printf("  %-24s %s\n", d->tags[i].key, d->tags[i].value);
+  for (int64_t i = 0; i < d->n_tags; i++) printf("  %-24s %s\n", d->tags[i].key, d->tags[i].value);
   printf("artifacts:%s\n", d->n_artifacts ? "" : " (none)");
   for (int64_t i = 0; i < d->n_artifacts; i++)
     printf("  %s%s%s%s\n", d->artifacts[i].path, *d->artifacts[i].kind ? " (" : "",

@@ -132,12 +132,24 @@ static int where_match(const wb_final_run *r, const cond *conds, int n) {
       cmp = strcmp(have, conds[i].value);
     int ok;
     switch (conds[i].op) {
-    case OP_EQ: ok = cmp == 0; break;
-    case OP_NE: ok = cmp != 0; break;
-    case OP_LT: ok = cmp < 0; break;
-    case OP_LE: ok = cmp <= 0; break;
-    case OP_GT: ok = cmp > 0; break;
-    default: ok = cmp >= 0; break;
+    case OP_EQ:
+      ok = cmp == 0;
+      break;
+    case OP_NE:
+      ok = cmp != 0;
+      break;
+    case OP_LT:
+      ok = cmp < 0;
+      break;
+    case OP_LE:
+      ok = cmp <= 0;
+      break;
+    case OP_GT:
+      ok = cmp > 0;
+      break;
+    default:
+      ok = cmp >= 0;
+      break;
     }
     if (!ok) return 0;
   }
@@ -216,7 +228,8 @@ int wb_cmd_compare(int argc, char **argv) {
       }
       continue;
     }
-    fprintf(stderr, "wb compare: unexpected argument '%s' (`wb compare --help` lists the options)\n",
+    fprintf(stderr,
+            "wb compare: unexpected argument '%s' (`wb compare --help` lists the options)\n",
             argv[i]);
     goto done;
   }
@@ -318,8 +331,8 @@ int wb_cmd_compare(int argc, char **argv) {
       for (int64_t i = 0; i < f->n && !have; i++)
         have = member[i] >= 0 && param_of(&f->runs[i], keys[k]);
       if (!have) {
-        fprintf(stderr, "wb compare: --group-by %s: no selected run has that param; params:",
-                keys[k]);
+        fprintf(stderr,
+                "wb compare: --group-by %s: no selected run has that param; params:", keys[k]);
         int64_t i = 0;
         while (member[i] < 0) i++;
         for (int64_t j = 0; j < f->runs[i].n_params; j++)
@@ -355,7 +368,8 @@ int wb_cmd_compare(int argc, char **argv) {
     else
       g->x[g->n_x++] = m->value;
   }
-  for (int64_t g = 0; g < n_groups; g++) wb_stats_compute(&groups[g].stats, groups[g].x, groups[g].n_x);
+  for (int64_t g = 0; g < n_groups; g++)
+    wb_stats_compute(&groups[g].stats, groups[g].x, groups[g].n_x);
 
   /* print */
   static const char *const cols[] = {"n", "mean", "std", "ci95", "ci_low", "ci_high", "nan"};
@@ -407,8 +421,8 @@ int wb_cmd_compare(int argc, char **argv) {
       printf("%s%lld,%s,%s,%s,%s,%s,%lld\r\n", nk ? "," : "", (long long)st->n, mean, sd, ci, lo,
              hi, (long long)groups[g].n_nan);
     else
-      printf("%4lld  %12s  %12s  %12s  %12s  %12s  %4lld\n", (long long)st->n, mean, sd, ci, lo,
-             hi, (long long)groups[g].n_nan);
+      printf("%4lld  %12s  %12s  %12s  %12s  %12s  %4lld\n", (long long)st->n, mean, sd, ci, lo, hi,
+             (long long)groups[g].n_nan);
   }
   if (!csv && (n_unfinished || n_nometric || n_filtered))
     printf("left out: %lld not FINISHED, %lld without %s, %lld by --where\n",

@@ -22,12 +22,12 @@
 #include <string.h>
 #include <time.h>
 
-#define TRY(call)                                                                              \
-  do {                                                                                         \
-    if ((call) != NN_OK) {                                                                     \
-      fprintf(stderr, "wb_bench_dropout: %s\n", nn_errmsg());                                  \
-      exit(1);                                                                                 \
-    }                                                                                          \
+#define TRY(call)                                                                                  \
+  do {                                                                                             \
+    if ((call) != NN_OK) {                                                                         \
+      fprintf(stderr, "wb_bench_dropout: %s\n", nn_errmsg());                                      \
+      exit(1);                                                                                     \
+    }                                                                                              \
   } while (0)
 
 static double now_s(void) {
@@ -120,12 +120,18 @@ int main(int argc, char **argv) {
   int threads = 0, reps = 7, steps = 3, warmup = 3, groups = 1;
   int64_t batch = 128;
   for (int i = 1; i + 1 < argc; i += 2) {
-    if (!strcmp(argv[i], "--threads")) threads = atoi(argv[i + 1]);
-    else if (!strcmp(argv[i], "--reps")) reps = atoi(argv[i + 1]);
-    else if (!strcmp(argv[i], "--steps")) steps = atoi(argv[i + 1]);
-    else if (!strcmp(argv[i], "--warmup")) warmup = atoi(argv[i + 1]);
-    else if (!strcmp(argv[i], "--batch")) batch = atoll(argv[i + 1]);
-    else if (!strcmp(argv[i], "--groups")) groups = atoi(argv[i + 1]);
+    if (!strcmp(argv[i], "--threads"))
+      threads = atoi(argv[i + 1]);
+    else if (!strcmp(argv[i], "--reps"))
+      reps = atoi(argv[i + 1]);
+    else if (!strcmp(argv[i], "--steps"))
+      steps = atoi(argv[i + 1]);
+    else if (!strcmp(argv[i], "--warmup"))
+      warmup = atoi(argv[i + 1]);
+    else if (!strcmp(argv[i], "--batch"))
+      batch = atoll(argv[i + 1]);
+    else if (!strcmp(argv[i], "--groups"))
+      groups = atoi(argv[i + 1]);
     else {
       fprintf(stderr, "usage: wb_bench_dropout [--threads N] [--reps N] [--steps N] [--warmup N] "
                       "[--batch N] [--groups N]\n");
@@ -141,8 +147,8 @@ int main(int argc, char **argv) {
   TRY(nn_tensor_zeros(&y, 1, &batch, NN_DTYPE_I64, nn_cpu));
   for (int64_t i = 0; i < batch; i++) nn_tensor_set_flat(y, i, (double)(i % 10));
   printf("# wb_bench_dropout: MLP 784-3x1024-10, batch %lld, %d threads, BLAS %s, groups %d, "
-         "median of %d x %d steps\n", (long long)batch, nn_get_num_threads(), nn_blas_core(), groups,
-         reps, steps);
+         "median of %d x %d steps\n",
+         (long long)batch, nn_get_num_threads(), nn_blas_core(), groups, reps, steps);
   printf("%-6s %-6s %14s %14s %8s\n", "p", "block", "dense_ms/step", "block_ms/step", "speedup");
   static const double ps[] = {0.25, 0.5, 0.75};
   static const int64_t bss[] = {16, 32, 64};

@@ -3,10 +3,10 @@
 #include "host.h"
 
 #include <ctype.h>
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <errno.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -131,7 +131,7 @@ int wb_host_make_parents(const char *path) {
   char *slash = strrchr(dir, '/');
   if (!slash || slash == dir) return 0;
   *slash = '\0';
-  for (char *p = dir + 1; ; p++) {
+  for (char *p = dir + 1;; p++) {
     if (*p != '/' && *p != '\0') continue;
     char c = *p;
     *p = '\0';

@@ -1,8 +1,8 @@
 /* bench/lua_args.c: a script's options and sweep grids.
  *
  *   local opt = wb.args { lr = 0.05, epochs = 2, model = "mlp", verbose = false }
- *   local opt = wb.args({ lr = 0.05 }, { doc = { lr = "learning rate" }, argv = { "--lr", "0.1" } })
- *   local points = wb.grid { lr = { 0.1, 0.01 }, seed = { 1, 2, 3 } }
+ *   local opt = wb.args({ lr = 0.05 }, { doc = { lr = "learning rate" }, argv = { "--lr", "0.1" }
+ * }) local points = wb.grid { lr = { 0.1, 0.01 }, seed = { 1, 2, 3 } }
  *
  * wb.args declares the options with their defaults and returns the resolved values: the
  * defaults, overridden by the --config JSON file, overridden by the command line (or, when
@@ -104,7 +104,7 @@ static int coerce(lua_State *L, int def, const char *text, int is_flag) {
       return 1;
     }
     static const char *const yes[] = {"true", "yes", "on", "1"}, *const no[] = {"false", "no",
-                                                                              "off", "0"};
+                                                                                "off", "0"};
     for (int i = 0; i < 4; i++) {
       if (!strcasecmp(text, yes[i])) {
         lua_pushboolean(L, 1);
@@ -238,8 +238,10 @@ static int lwb_args(lua_State *L) {
     while (lua_next(L, 2)) {
       const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "?";
       if (strcmp(k, args_fields[0]) && strcmp(k, args_fields[1]))
-        return luaL_error(L, "wb.args: unknown field '%s' in the second argument; known "
-                             "fields: argv, doc", k);
+        return luaL_error(L,
+                          "wb.args: unknown field '%s' in the second argument; known "
+                          "fields: argv, doc",
+                          k);
       lua_pop(L, 1);
     }
     lua_getfield(L, 2, "doc");
@@ -260,8 +262,10 @@ static int lwb_args(lua_State *L) {
       return luaL_error(L, "wb.args: option names must be strings (got a %s key)",
                         luaL_typename(L, -2));
     if (!type_of_default(L, -1))
-      return luaL_error(L, "wb.args: the default of %s must be a number, boolean or string "
-                           "(got a %s)", lua_tostring(L, -2), luaL_typename(L, -1));
+      return luaL_error(L,
+                        "wb.args: the default of %s must be a number, boolean or string "
+                        "(got a %s)",
+                        lua_tostring(L, -2), luaL_typename(L, -1));
     lua_pop(L, 1);
   }
   push_sorted_keys(L, 1);
@@ -350,8 +354,10 @@ static int lwb_grid(lua_State *L) {
     lua_pushnil(L);
     while (lua_next(L, 2)) {
       if (lua_type(L, -2) != LUA_TSTRING || strcmp(lua_tostring(L, -2), "order"))
-        return luaL_error(L, "wb.grid: unknown field '%s' in the second argument; known "
-                             "fields: order", luaL_tolstring(L, -2, NULL));
+        return luaL_error(L,
+                          "wb.grid: unknown field '%s' in the second argument; known "
+                          "fields: order",
+                          luaL_tolstring(L, -2, NULL));
       lua_pop(L, 1);
     }
     if (lua_getfield(L, 2, "order") != LUA_TNIL) {

@@ -35,7 +35,8 @@ static lckpt *new_lckpt(lua_State *L) {
 static nn_module *optmodule(lua_State *L, int opts, const char *key) {
   lua_getfield(L, opts, key);
   nn_module *m = lua_isnil(L, -1) ? NULL : wb_lua_tomodule(L, -1);
-  if (!lua_isnil(L, -1) && !m) luaL_error(L, "option \"%s\": module expected, got %s", key, luaL_typename(L, -1));
+  if (!lua_isnil(L, -1) && !m)
+    luaL_error(L, "option \"%s\": module expected, got %s", key, luaL_typename(L, -1));
   lua_pop(L, 1); /* still referenced by the options table */
   return m;
 }
@@ -72,13 +73,18 @@ static int lwb_save(lua_State *L) {
       const char *k = lua_tostring(L, -2);
       int rc;
       nn_tensor *t = wb_lua_totensor(L, -1);
-      if (t) rc = nn_ckpt_put_tensor(u->c, k, t);
-      else if (lua_isinteger(L, -1)) rc = nn_ckpt_put_int(u->c, k, lua_tointeger(L, -1));
-      else if (lua_type(L, -1) == LUA_TNUMBER) rc = nn_ckpt_put_float(u->c, k, lua_tonumber(L, -1));
-      else if (lua_type(L, -1) == LUA_TSTRING) rc = nn_ckpt_put_str(u->c, k, lua_tostring(L, -1));
+      if (t)
+        rc = nn_ckpt_put_tensor(u->c, k, t);
+      else if (lua_isinteger(L, -1))
+        rc = nn_ckpt_put_int(u->c, k, lua_tointeger(L, -1));
+      else if (lua_type(L, -1) == LUA_TNUMBER)
+        rc = nn_ckpt_put_float(u->c, k, lua_tonumber(L, -1));
+      else if (lua_type(L, -1) == LUA_TSTRING)
+        rc = nn_ckpt_put_str(u->c, k, lua_tostring(L, -1));
       else
-        return luaL_error(L, "save: extra \"%s\" is a %s; extra values are integers, numbers, strings or tensors", k,
-                          luaL_typename(L, -1));
+        return luaL_error(
+            L, "save: extra \"%s\" is a %s; extra values are integers, numbers, strings or tensors",
+            k, luaL_typename(L, -1));
       if (rc) return wb_lua_nnerror(L);
       lua_pop(L, 1);
     }
@@ -97,11 +103,16 @@ static void push_extra(lua_State *L, const nn_ckpt *c) {
     const char *s;
     int64_t iv;
     double fv;
-    if (t) wb_lua_pushtensor(L, nn_tensor_retain(t));
-    else if ((s = nn_ckpt_str(c, name))) lua_pushstring(L, s);
-    else if (nn_ckpt_int(c, name, &iv) == NN_OK) lua_pushinteger(L, (lua_Integer)iv);
-    else if (nn_ckpt_float(c, name, &fv) == NN_OK) lua_pushnumber(L, fv);
-    else continue;
+    if (t)
+      wb_lua_pushtensor(L, nn_tensor_retain(t));
+    else if ((s = nn_ckpt_str(c, name)))
+      lua_pushstring(L, s);
+    else if (nn_ckpt_int(c, name, &iv) == NN_OK)
+      lua_pushinteger(L, (lua_Integer)iv);
+    else if (nn_ckpt_float(c, name, &fv) == NN_OK)
+      lua_pushnumber(L, fv);
+    else
+      continue;
     lua_setfield(L, -2, name + 6);
   }
   nn_clearerr();
@@ -123,9 +134,11 @@ static int lwb_load(lua_State *L) {
     o = optoptim(L, 2, "optim");
     rng = wb_lua_optboolean(L, 2, "rng", 0);
   }
-  if ((o || rng) && !m) luaL_error(L, "load: restoring an optimizer or the generator needs the model option too");
+  if ((o || rng) && !m)
+    luaL_error(L, "load: restoring an optimizer or the generator needs the model option too");
   lckpt *u = new_lckpt(L);
-  int rc = m ? nn_checkpoint_load(path, m, o, rng ? nn_default_rng() : NULL, &u->c) : nn_ckpt_load(&u->c, path);
+  int rc = m ? nn_checkpoint_load(path, m, o, rng ? nn_default_rng() : NULL, &u->c)
+             : nn_ckpt_load(&u->c, path);
   if (rc) return wb_lua_nnerror(L);
   push_extra(L, u->c);
   return 1;

@@ -127,7 +127,8 @@ static int ldataset_tostring(lua_State *L) {
   char xs[96], ys[96];
   lua_pushfstring(L, "dataset(n=%I, x=%s %s, y=%s %s, classes=%d)", (lua_Integer)u->d->n,
                   nn_shape_str(u->d->x, xs, sizeof xs), nn_dtype_name(u->d->x->dtype),
-                  nn_shape_str(u->d->y, ys, sizeof ys), nn_dtype_name(u->d->y->dtype), u->d->n_classes);
+                  nn_shape_str(u->d->y, ys, sizeof ys), nn_dtype_name(u->d->y->dtype),
+                  u->d->n_classes);
   return 1;
 }
 
@@ -151,7 +152,8 @@ static int lnn_dataset_split(lua_State *L) {
   lua_Integer nv = luaL_checkinteger(L, 2);
   wb_lua_checkopts(L, 3, "split", known);
   uint64_t seed = optseed(L, 3, NULL);
-  if (nn_dataset_split(&tr, &va, d, nv, seed, wb_lua_optboolean(L, 3, "stratified", 0))) return wb_lua_nnerror(L);
+  if (nn_dataset_split(&tr, &va, d, nv, seed, wb_lua_optboolean(L, 3, "stratified", 0)))
+    return wb_lua_nnerror(L);
   pushdataset(L, tr);
   pushdataset(L, va);
   return 2;
@@ -161,7 +163,10 @@ static int lnn_dataset_split(lua_State *L) {
 static int lnn_dataset_subset(lua_State *L) {
   nn_dataset *d = checkdataset(L, 1), *o = NULL;
   nn_tensor *idx = wb_lua_totensor(L, 2);
-  if (!idx) luaL_argerror(L, 2, "int64 tensor of 0-based sample indices expected (wb.tensor({...}, {dtype=\"int64\"}))");
+  if (!idx)
+    luaL_argerror(
+        L, 2,
+        "int64 tensor of 0-based sample indices expected (wb.tensor({...}, {dtype=\"int64\"}))");
   return retd(L, nn_dataset_subset(&o, d, idx), &o);
 }
 
@@ -484,7 +489,9 @@ static int evaluate(nn_module *m, const nn_dataset *d, int64_t batch, bool want_
     nn_tensor_free(yd);
     if (!rc) rc = nn_module_forward(m, x, &logits);
     if (!rc && logits->ndim != 2)
-      rc = nn_seterr(NN_ERR_SHAPE, "metrics: the model's output has %d dims; (B, K) logits expected", logits->ndim);
+      rc =
+          nn_seterr(NN_ERR_SHAPE, "metrics: the model's output has %d dims; (B, K) logits expected",
+                    logits->ndim);
     if (!rc && want_nll) {
       rc = nn_cross_entropy(&r, logits, y, NN_REDUCTION_SUM);
       double v = 0;
@@ -526,7 +533,8 @@ static int metric(lua_State *L, bool nll) {
   wb_lua_checkopts(L, 3, nll ? "nll" : "accuracy", known);
   lua_Integer batch = wb_lua_optinteger(L, 3, "batch", 256);
   if (d->n_classes <= 0)
-    return luaL_error(L, "%s: the dataset has no classes (a regression set)", nll ? "nll" : "accuracy");
+    return luaL_error(L, "%s: the dataset has no classes (a regression set)",
+                      nll ? "nll" : "accuracy");
   double v;
   if (evaluate(m, d, batch, nll, &v)) return wb_lua_nnerror(L);
   lua_pushnumber(L, d->n ? v / (double)d->n : NAN);

@@ -70,11 +70,14 @@ static int push_named(lua_State *L, bool buffers, bool named) {
   lua_newtable(L);
   nn_named *l = NULL;
   int n = 0;
-  if (buffers ? nn_module_buffers(m, &l, &n) : nn_module_parameters(m, &l, &n)) return wb_lua_nnerror(L);
+  if (buffers ? nn_module_buffers(m, &l, &n) : nn_module_parameters(m, &l, &n))
+    return wb_lua_nnerror(L);
   for (int i = 0; i < n; i++) {
     wb_lua_pushtensor(L, nn_tensor_retain(l[i].t));
-    if (named) lua_setfield(L, -2, l[i].name);
-    else lua_rawseti(L, -2, i + 1);
+    if (named)
+      lua_setfield(L, -2, l[i].name);
+    else
+      lua_rawseti(L, -2, i + 1);
   }
   nn_named_list_free(l, n);
   return 1;
@@ -147,8 +150,10 @@ static int children(lua_State *L, bool named) {
   lua_createtable(L, named ? 0 : m->n_children, named ? m->n_children : 0);
   for (int i = 0; i < m->n_children; i++) {
     wb_lua_pushmodule(L, nn_module_retain(m->children[i]));
-    if (named) lua_setfield(L, -2, m->child_names[i]);
-    else lua_rawseti(L, -2, i + 1);
+    if (named)
+      lua_setfield(L, -2, m->child_names[i]);
+    else
+      lua_rawseti(L, -2, i + 1);
   }
   return 1;
 }
@@ -252,19 +257,23 @@ static int lnn_module_summary(lua_State *L) {
   luaL_Buffer b;
   luaL_buffinit(L, &b);
   char line[256], sh[96];
-  snprintf(line, sizeof line, "%-24s %-16s %-20s %14s %12s\n", "layer", "type", "output", "flops", "params");
+  snprintf(line, sizeof line, "%-24s %-16s %-20s %14s %12s\n", "layer", "type", "output", "flops",
+           "params");
   luaL_addstring(&b, line);
   int n = (int)luaL_len(L, t);
   for (int i = 0; i <= n; i++) {
-    if (i < n) lua_geti(L, t, i + 1);
-    else lua_getfield(L, t, "total");
+    if (i < n)
+      lua_geti(L, t, i + 1);
+    else
+      lua_getfield(L, t, "total");
     lua_getfield(L, -1, "shape");
     size_t k = 0;
     int nd = (int)luaL_len(L, -1);
     k += (size_t)snprintf(sh + k, sizeof sh - k, "(");
     for (int d = 1; d <= nd && k < sizeof sh; d++) {
       lua_geti(L, -1, d);
-      k += (size_t)snprintf(sh + k, sizeof sh - k, d > 1 ? ", %lld" : "%lld", (long long)lua_tointeger(L, -1));
+      k += (size_t)snprintf(sh + k, sizeof sh - k, d > 1 ? ", %lld" : "%lld",
+                            (long long)lua_tointeger(L, -1));
       lua_pop(L, 1);
     }
     if (k < sizeof sh) snprintf(sh + k, sizeof sh - k, ")");
@@ -273,8 +282,9 @@ static int lnn_module_summary(lua_State *L) {
     lua_getfield(L, -2, "type");
     lua_getfield(L, -3, "flops");
     lua_getfield(L, -4, "params");
-    snprintf(line, sizeof line, "%-24s %-16s %-20s %14lld %12lld\n", lua_tostring(L, -4), lua_tostring(L, -3), sh,
-             (long long)lua_tointeger(L, -2), (long long)lua_tointeger(L, -1));
+    snprintf(line, sizeof line, "%-24s %-16s %-20s %14lld %12lld\n", lua_tostring(L, -4),
+             lua_tostring(L, -3), sh, (long long)lua_tointeger(L, -2),
+             (long long)lua_tointeger(L, -1));
     lua_pop(L, 5);
     luaL_addstring(&b, line);
   }
@@ -292,7 +302,8 @@ static void checkpair(lua_State *L, int idx, const char *what, int *p) {
     if (!ok) luaL_error(L, "%s must be an integer or a pair {h, w}", what);
     return;
   }
-  if (!lua_istable(L, idx) || luaL_len(L, idx) != 2) luaL_error(L, "%s must be an integer or a pair {h, w}", what);
+  if (!lua_istable(L, idx) || luaL_len(L, idx) != 2)
+    luaL_error(L, "%s must be an integer or a pair {h, w}", what);
   for (int i = 0; i < 2; i++) {
     lua_geti(L, idx, i + 1);
     int ok;
@@ -335,7 +346,8 @@ static int lnn_conv2d_new(lua_State *L) {
   optpair(L, 4, "dilation", 1, o.dilation);
   o.groups = (int)wb_lua_optinteger(L, 4, "groups", 1);
   nn_module *m = NULL;
-  return retm(L, nn_conv2d_new(&m, in, out, k[0], k[1], &o, wb_lua_optboolean(L, 4, "bias", 1)), &m);
+  return retm(L, nn_conv2d_new(&m, in, out, k[0], k[1], &o, wb_lua_optboolean(L, 4, "bias", 1)),
+              &m);
 }
 
 static int batchnorm(lua_State *L, int dims) {
@@ -356,7 +368,8 @@ static int lnn_layernorm_new(lua_State *L) {
   static const char *const known[] = {"eps", "affine", NULL};
   int64_t shape[NN_MAX_DIMS];
   int nd;
-  if (lua_istable(L, 1)) nd = wb_lua_checkshape(L, 1, shape);
+  if (lua_istable(L, 1))
+    nd = wb_lua_checkshape(L, 1, shape);
   else {
     shape[0] = luaL_checkinteger(L, 1);
     nd = 1;
@@ -389,7 +402,9 @@ static int lnn_relu_new(lua_State *L) { return act(L, NN_ACT_RELU, 0); }
 static int lnn_tanh_new(lua_State *L) { return act(L, NN_ACT_TANH, 0); }
 static int lnn_sigmoid_new(lua_State *L) { return act(L, NN_ACT_SIGMOID, 0); }
 /* wb.nn.LeakyReLU(slope=0.01) */
-static int lnn_leaky_relu_new(lua_State *L) { return act(L, NN_ACT_LEAKY_RELU, luaL_optnumber(L, 1, 0.01)); }
+static int lnn_leaky_relu_new(lua_State *L) {
+  return act(L, NN_ACT_LEAKY_RELU, luaL_optnumber(L, 1, 0.01));
+}
 
 /* wb.nn.GELU{approximate="none"|"tanh"} */
 static int lnn_gelu_new(lua_State *L) {
@@ -451,7 +466,10 @@ static nn_module **module_list(lua_State *L, int arg, int *n) {
   for (int i = 0; i < *n; i++) {
     lua_geti(L, arg, i + 1);
     ms[i] = wb_lua_tomodule(L, -1);
-    if (!ms[i]) luaL_argerror(L, arg, lua_pushfstring(L, "entry %d is a %s, not a module", i + 1, luaL_typename(L, -1)));
+    if (!ms[i])
+      luaL_argerror(
+          L, arg,
+          lua_pushfstring(L, "entry %d is a %s, not a module", i + 1, luaL_typename(L, -1)));
     lua_pop(L, 1);
   }
   return ms;
@@ -517,12 +535,20 @@ static int lnn_layer_new(lua_State *L) {
       o[k].str = NULL;
       o[k].num = 0;
       switch (lua_type(L, -1)) {
-      case LUA_TNUMBER: o[k].num = lua_tonumber(L, -1); break;
-      case LUA_TBOOLEAN: o[k].num = lua_toboolean(L, -1); break;
-      case LUA_TSTRING: o[k].str = lua_tostring(L, -1); break;
+      case LUA_TNUMBER:
+        o[k].num = lua_tonumber(L, -1);
+        break;
+      case LUA_TBOOLEAN:
+        o[k].num = lua_toboolean(L, -1);
+        break;
+      case LUA_TSTRING:
+        o[k].str = lua_tostring(L, -1);
+        break;
       default:
-        luaL_argerror(L, 2, lua_pushfstring(L, "option \"%s\" is a %s; options are numbers, booleans or strings",
-                                            o[k].key, luaL_typename(L, -1)));
+        luaL_argerror(
+            L, 2,
+            lua_pushfstring(L, "option \"%s\" is a %s; options are numbers, booleans or strings",
+                            o[k].key, luaL_typename(L, -1)));
       }
       k++;
       lua_pop(L, 1);
@@ -572,7 +598,8 @@ static int lnn_index(lua_State *L) {
   }
   luaL_addstring(&b, ", Sequential, Residual");
   luaL_pushresult(&b);
-  return luaL_error(L, "wb.nn has no layer or function \"%s\"; known layer types: %s", key, lua_tostring(L, -1));
+  return luaL_error(L, "wb.nn has no layer or function \"%s\"; known layer types: %s", key,
+                    lua_tostring(L, -1));
 }
 
 /* ---------------------------------------------------------------- functional ops and losses */
@@ -584,7 +611,8 @@ static nn_reduction check_reduction(lua_State *L, int opts, const char *fn) {
   if (!strcmp(r, "mean")) return NN_REDUCTION_MEAN;
   if (!strcmp(r, "sum")) return NN_REDUCTION_SUM;
   if (!strcmp(r, "none")) return NN_REDUCTION_NONE;
-  return (nn_reduction)luaL_error(L, "%s: unknown reduction \"%s\"; known reductions: mean, sum, none", fn, r);
+  return (nn_reduction)luaL_error(
+      L, "%s: unknown reduction \"%s\"; known reductions: mean, sum, none", fn, r);
 }
 
 /* wb.nn.cross_entropy(logits (N, C), labels, {reduction="mean"|"sum"|"none"}): labels int64 (N)
@@ -592,7 +620,8 @@ static nn_reduction check_reduction(lua_State *L, int opts, const char *fn) {
 static int lnn_cross_entropy(lua_State *L) {
   nn_tensor *x = wb_lua_checktensor(L, 1), *y = wb_lua_checktensor(L, 2), *o = NULL;
   nn_reduction r = check_reduction(L, 3, "cross_entropy");
-  if (y->dtype != NN_DTYPE_I64 && y->ndim == 2) return rett(L, nn_cross_entropy_soft(&o, x, y, r), &o);
+  if (y->dtype != NN_DTYPE_I64 && y->ndim == 2)
+    return rett(L, nn_cross_entropy_soft(&o, x, y, r), &o);
   return rett(L, nn_cross_entropy(&o, x, y, r), &o);
 }
 
@@ -618,7 +647,8 @@ static int lnn_dropout(lua_State *L) {
   double p = luaL_optnumber(L, 2, 0.5);
   wb_lua_checkopts(L, 3, "dropout", known);
   bool training = wb_lua_optboolean(L, 3, "training", 1);
-  if (!(p >= 0 && p <= 1)) return luaL_argerror(L, 2, lua_pushfstring(L, "p must be in [0, 1], got %f", p));
+  if (!(p >= 0 && p <= 1))
+    return luaL_argerror(L, 2, lua_pushfstring(L, "p must be in [0, 1], got %f", p));
   if (!training || p == 0) {
     wb_lua_pushtensor(L, nn_tensor_retain(x));
     return 1;
@@ -643,7 +673,8 @@ static nn_tensor *opttensor(lua_State *L, int arg) {
 
 /* wb.nn.linear(x, w (O, I), b?) */
 static int lnn_linear(lua_State *L) {
-  nn_tensor *x = wb_lua_checktensor(L, 1), *w = wb_lua_checktensor(L, 2), *b = opttensor(L, 3), *o = NULL;
+  nn_tensor *x = wb_lua_checktensor(L, 1), *w = wb_lua_checktensor(L, 2), *b = opttensor(L, 3),
+            *o = NULL;
   return rett(L, nn_linear(&o, x, w, b), &o);
 }
 
@@ -652,8 +683,10 @@ static int lnn_conv2d(lua_State *L) {
   static const char *const known[] = {"stride", "padding", "dilation", "groups", NULL};
   nn_tensor *x = wb_lua_checktensor(L, 1), *w = wb_lua_checktensor(L, 2), *b = NULL, *o = NULL;
   int opts = 4;
-  if (lua_istable(L, 3)) opts = 3; /* conv2d(x, w, {opts}) */
-  else b = opttensor(L, 3);
+  if (lua_istable(L, 3))
+    opts = 3; /* conv2d(x, w, {opts}) */
+  else
+    b = opttensor(L, 3);
   wb_lua_checkopts(L, opts, "conv2d", known);
   nn_conv2d_opts co;
   optpair(L, opts, "stride", 1, co.stride);
@@ -713,8 +746,10 @@ static int lnn_layer_norm(lua_State *L) {
   static const char *const known[] = {"weight", "bias", "eps", NULL};
   nn_tensor *x = wb_lua_checktensor(L, 1), *o = NULL;
   int nd = 1;
-  if (lua_istable(L, 2)) nd = (int)luaL_len(L, 2);
-  else luaL_checkinteger(L, 2);
+  if (lua_istable(L, 2))
+    nd = (int)luaL_len(L, 2);
+  else
+    luaL_checkinteger(L, 2);
   wb_lua_checkopts(L, 3, "layer_norm", known);
   nn_tensor *w = opttensorfield(L, 3, "weight"), *b = opttensorfield(L, 3, "bias");
   return rett(L, nn_layer_norm(&o, x, nd, w, b, wb_lua_optnumber(L, 3, "eps", 1e-5)), &o);
@@ -728,18 +763,23 @@ static int lnn_embedding(lua_State *L) {
 
 /* wb.nn.init(t, scheme, {gain=, std=, a=}): in-place initialisation by name */
 static int lnn_init_(lua_State *L) {
-  static const char *const names[] = {"kaiming_normal", "kaiming_uniform", "xavier_normal", "xavier_uniform",
-                                      "normal", "uniform", "zeros", "pytorch_default", NULL};
+  static const char *const names[] = {"kaiming_normal", "kaiming_uniform", "xavier_normal",
+                                      "xavier_uniform", "normal",          "uniform",
+                                      "zeros",          "pytorch_default", NULL};
   static const char *const known[] = {"gain", "std", "a", NULL};
   nn_tensor *t = wb_lua_checktensor(L, 1);
   const char *scheme = luaL_checkstring(L, 2);
   int kind = 0;
   while (names[kind] && strcmp(names[kind], scheme)) kind++;
   if (!names[kind])
-    luaL_argerror(L, 2, lua_pushfstring(L, "unknown init scheme \"%s\"; known schemes: kaiming_normal, kaiming_uniform, "
-                                           "xavier_normal, xavier_uniform, normal, uniform, zeros, pytorch_default", scheme));
+    luaL_argerror(L, 2,
+                  lua_pushfstring(
+                      L,
+                      "unknown init scheme \"%s\"; known schemes: kaiming_normal, kaiming_uniform, "
+                      "xavier_normal, xavier_uniform, normal, uniform, zeros, pytorch_default",
+                      scheme));
   wb_lua_checkopts(L, 3, "init", known);
-  double param = kind == NN_INIT_NORMAL  ? wb_lua_optnumber(L, 3, "std", 1.0)
+  double param = kind == NN_INIT_NORMAL    ? wb_lua_optnumber(L, 3, "std", 1.0)
                  : kind == NN_INIT_UNIFORM ? wb_lua_optnumber(L, 3, "a", 1.0)
                                            : wb_lua_optnumber(L, 3, "gain", 0.0);
   if (nn_init_(t, (nn_init)kind, param, NULL)) return wb_lua_nnerror(L);
@@ -819,8 +859,9 @@ static const luaL_Reg nn_funcs[] = {
 };
 
 /* tensor functions of the wb table that wb.nn shares (PyTorch's torch.nn.functional names) */
-static const char *const shared_funcs[] = {"relu", "gelu", "leaky_relu", "tanh", "sigmoid", "softplus",
-                                           "softmax", "log_softmax", "one_hot", "global_avg_pool2d", NULL};
+static const char *const shared_funcs[] = {
+    "relu",        "gelu",    "leaky_relu",        "tanh", "sigmoid", "softplus", "softmax",
+    "log_softmax", "one_hot", "global_avg_pool2d", NULL};
 
 void wb_lua_open_nn(lua_State *L) {
   luaL_newmetatable(L, WB_MODULE_MT);

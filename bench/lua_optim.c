@@ -15,8 +15,8 @@
 
 typedef struct {
   nn_optim *o;
-  int n;               /* parameters referenced */
-  nn_tensor **params;  /* owned references (malloc'd array) */
+  int n;              /* parameters referenced */
+  nn_tensor **params; /* owned references (malloc'd array) */
 } loptim;
 
 static void loptim_release(loptim *u) {
@@ -43,21 +43,29 @@ nn_optim *wb_lua_checkoptim(lua_State *L, int idx) { return checkoptim(L, idx)->
 
 /* ---------------------------------------------------------------- options */
 
-static const char *const sgd_known[] = {"lr", "momentum", "dampening", "nesterov", "weight_decay", NULL};
-static const char *const adam_known[] = {"lr", "betas", "beta1", "beta2", "eps", "weight_decay", NULL};
-static const char *const rms_known[] = {"lr", "alpha", "eps", "weight_decay", "momentum", "centered", NULL};
+static const char *const sgd_known[] = {"lr",       "momentum",     "dampening",
+                                        "nesterov", "weight_decay", NULL};
+static const char *const adam_known[] = {"lr",  "betas",        "beta1", "beta2",
+                                         "eps", "weight_decay", NULL};
+static const char *const rms_known[] = {"lr",       "alpha",    "eps", "weight_decay",
+                                        "momentum", "centered", NULL};
 /* the same lists with "params", for group tables */
-static const char *const sgd_group[] = {"params", "lr", "momentum", "dampening", "nesterov", "weight_decay", NULL};
-static const char *const adam_group[] = {"params", "lr", "betas", "beta1", "beta2", "eps", "weight_decay", NULL};
-static const char *const rms_group[] = {"params", "lr", "alpha", "eps", "weight_decay", "momentum", "centered", NULL};
+static const char *const sgd_group[] = {"params",   "lr",           "momentum", "dampening",
+                                        "nesterov", "weight_decay", NULL};
+static const char *const adam_group[] = {"params", "lr",  "betas",        "beta1",
+                                         "beta2",  "eps", "weight_decay", NULL};
+static const char *const rms_group[] = {"params",       "lr",       "alpha",    "eps",
+                                        "weight_decay", "momentum", "centered", NULL};
 
 /* Reads the options table at idx over base (the kind's defaults, or the constructor's options for
  * a group) after checking its keys. */
-static nn_optim_opts read_opts(lua_State *L, int idx, nn_optim_kind kind, nn_optim_opts base, bool group) {
+static nn_optim_opts read_opts(lua_State *L, int idx, nn_optim_kind kind, nn_optim_opts base,
+                               bool group) {
   const char *name = nn_optim_kind_name(kind);
-  const char *const *known = kind == NN_OPTIM_SGD                                ? (group ? sgd_group : sgd_known)
-                             : kind == NN_OPTIM_ADAM || kind == NN_OPTIM_ADAMW ? (group ? adam_group : adam_known)
-                                                                               : (group ? rms_group : rms_known);
+  const char *const *known = kind == NN_OPTIM_SGD ? (group ? sgd_group : sgd_known)
+                             : kind == NN_OPTIM_ADAM || kind == NN_OPTIM_ADAMW
+                                 ? (group ? adam_group : adam_known)
+                                 : (group ? rms_group : rms_known);
   wb_lua_checkopts(L, idx, name, known);
   nn_optim_opts o = base;
   o.lr = wb_lua_optnumber(L, idx, "lr", o.lr);
@@ -73,10 +81,12 @@ static nn_optim_opts read_opts(lua_State *L, int idx, nn_optim_kind kind, nn_opt
   if (lua_istable(L, idx)) {
     lua_getfield(L, idx, "betas");
     if (!lua_isnil(L, -1)) {
-      if (!lua_istable(L, -1) || luaL_len(L, -1) != 2) luaL_error(L, "%s: betas must be a pair {beta1, beta2}", name);
+      if (!lua_istable(L, -1) || luaL_len(L, -1) != 2)
+        luaL_error(L, "%s: betas must be a pair {beta1, beta2}", name);
       lua_geti(L, -1, 1);
       lua_geti(L, -2, 2);
-      if (!lua_isnumber(L, -2) || !lua_isnumber(L, -1)) luaL_error(L, "%s: betas must be numbers", name);
+      if (!lua_isnumber(L, -2) || !lua_isnumber(L, -1))
+        luaL_error(L, "%s: betas must be numbers", name);
       o.beta1 = lua_tonumber(L, -2);
       o.beta2 = lua_tonumber(L, -1);
       lua_pop(L, 2);
@@ -99,7 +109,8 @@ static int add_params(lua_State *L, loptim *u, int idx, const char *name) {
     lua_call(L, 1, 1);
     lua_replace(L, idx);
   }
-  if (!lua_istable(L, idx)) luaL_error(L, "%s: params must be a list of tensors, a module, or a list of groups", name);
+  if (!lua_istable(L, idx))
+    luaL_error(L, "%s: params must be a list of tensors, a module, or a list of groups", name);
   int n = (int)luaL_len(L, idx), first = u->n;
   nn_tensor **p = realloc(u->params, (size_t)(u->n + n + 1) * sizeof *p);
   if (!p) luaL_error(L, "%s: out of memory", name);
@@ -107,7 +118,8 @@ static int add_params(lua_State *L, loptim *u, int idx, const char *name) {
   for (int i = 0; i < n; i++) {
     lua_geti(L, idx, i + 1);
     nn_tensor *t = wb_lua_totensor(L, -1);
-    if (!t) luaL_error(L, "%s: params entry %d is a %s, not a tensor", name, i + 1, luaL_typename(L, -1));
+    if (!t)
+      luaL_error(L, "%s: params entry %d is a %s, not a tensor", name, i + 1, luaL_typename(L, -1));
     u->params[u->n++] = nn_tensor_retain(t); /* owned by the userdata from here on */
     lua_pop(L, 1);
   }
@@ -130,7 +142,8 @@ static int optim_new(lua_State *L, nn_optim_kind kind) {
   luaL_checkany(L, 1);
   lua_settop(L, 2);
   nn_optim_opts base = read_opts(L, 2, kind, nn_optim_defaults(kind), false);
-  loptim *u = lua_newuserdatauv(L, sizeof *u, 0); /* closed first: every reference it takes is freed by __gc */
+  loptim *u = lua_newuserdatauv(L, sizeof *u,
+                                0); /* closed first: every reference it takes is freed by __gc */
   memset(u, 0, sizeof *u);
   luaL_setmetatable(L, WB_OPTIM_MT);
   int ud = lua_gettop(L);
@@ -142,14 +155,17 @@ static int optim_new(lua_State *L, nn_optim_kind kind) {
     for (int g = 1; g <= ng; g++) {
       lua_geti(L, 1, g);
       int gt = lua_gettop(L);
-      if (!lua_istable(L, gt)) luaL_error(L, "%s: group %d is a %s, not a table", name, g, luaL_typename(L, gt));
+      if (!lua_istable(L, gt))
+        luaL_error(L, "%s: group %d is a %s, not a table", name, g, luaL_typename(L, gt));
       nn_optim_opts o = read_opts(L, gt, kind, base, true);
       lua_getfield(L, gt, "params");
       if (lua_isnil(L, -1)) luaL_error(L, "%s: group %d has no params", name, g);
       int first = add_params(L, u, -1, name);
       int gi, rc;
-      if (!u->o) rc = nn_optim_new(&u->o, kind, u->n - first, u->params + first, &o);
-      else rc = nn_optim_add_group(u->o, u->n - first, u->params + first, &o, &gi);
+      if (!u->o)
+        rc = nn_optim_new(&u->o, kind, u->n - first, u->params + first, &o);
+      else
+        rc = nn_optim_add_group(u->o, u->n - first, u->params + first, &o, &gi);
       if (rc) return wb_lua_nnerror(L);
       lua_settop(L, ud);
     }
@@ -172,7 +188,8 @@ static int lnn_optim_step(lua_State *L) {
 }
 
 /* opt:zero_grad(set_to_none?): drops the grads by default (PyTorch's default; the next backward
- * stores its gradient without an add); grads that share memory (flat buffers) are zeroed in place */
+ * stores its gradient without an add); grads that share memory (flat buffers) are zeroed in place
+ */
 static int lnn_optim_zero_grad(lua_State *L) {
   nn_optim_zero_grad(checkoptim(L, 1)->o, lua_isnoneornil(L, 2) ? true : lua_toboolean(L, 2));
   return 0;
@@ -181,7 +198,8 @@ static int lnn_optim_zero_grad(lua_State *L) {
 static int checkgroup(lua_State *L, int arg, nn_optim *o) {
   lua_Integer g = luaL_checkinteger(L, arg);
   int n = nn_optim_num_groups(o);
-  if (g < 1 || g > n) luaL_argerror(L, arg, lua_pushfstring(L, "group %d out of range (1..%d)", (int)g, n));
+  if (g < 1 || g > n)
+    luaL_argerror(L, arg, lua_pushfstring(L, "group %d out of range (1..%d)", (int)g, n));
   return (int)g - 1;
 }
 
@@ -190,8 +208,10 @@ static int lnn_optim_set_lr(lua_State *L) {
   nn_optim *o = checkoptim(L, 1)->o;
   double lr = luaL_checknumber(L, 2);
   if (!(lr >= 0)) luaL_argerror(L, 2, "learning rate must be >= 0");
-  if (lua_isnoneornil(L, 3)) nn_optim_set_lr(o, lr);
-  else nn_optim_group_opts(o, checkgroup(L, 3, o))->lr = lr;
+  if (lua_isnoneornil(L, 3))
+    nn_optim_set_lr(o, lr);
+  else
+    nn_optim_group_opts(o, checkgroup(L, 3, o))->lr = lr;
   return 0;
 }
 
@@ -265,7 +285,8 @@ static int lnn_optim_load_state(lua_State *L) {
     luaL_error(L, "load_state: the state is %s's, the optimizer is %s", lua_tostring(L, -1), kind);
   lua_pop(L, 1);
   lua_Integer step = wb_lua_optinteger(L, 2, "step", 0);
-  if (lua_getfield(L, 2, "buffers") != LUA_TTABLE) luaL_error(L, "load_state: the state has no buffers table");
+  if (lua_getfield(L, 2, "buffers") != LUA_TTABLE)
+    luaL_error(L, "load_state: the state has no buffers table");
   int bt = lua_gettop(L);
   int n = 0;
   lua_pushnil(L);
@@ -312,15 +333,16 @@ static int lnn_optim_tostring(lua_State *L) {
   const nn_optim_opts *o = nn_optim_group_opts(u->o, 0);
   nn_optim_kind k = nn_optim_kind_of(u->o);
   if (k == NN_OPTIM_SGD)
-    lua_pushfstring(L, "SGD(lr=%f, momentum=%f, weight_decay=%f, nesterov=%s", o->lr, o->momentum, o->weight_decay,
-                    o->nesterov ? "true" : "false");
+    lua_pushfstring(L, "SGD(lr=%f, momentum=%f, weight_decay=%f, nesterov=%s", o->lr, o->momentum,
+                    o->weight_decay, o->nesterov ? "true" : "false");
   else if (k == NN_OPTIM_RMSPROP)
-    lua_pushfstring(L, "RMSprop(lr=%f, alpha=%f, eps=%f, momentum=%f, weight_decay=%f", o->lr, o->alpha, o->eps,
-                    o->momentum, o->weight_decay);
+    lua_pushfstring(L, "RMSprop(lr=%f, alpha=%f, eps=%f, momentum=%f, weight_decay=%f", o->lr,
+                    o->alpha, o->eps, o->momentum, o->weight_decay);
   else
-    lua_pushfstring(L, "%s(lr=%f, betas={%f, %f}, eps=%f, weight_decay=%f", nn_optim_kind_name(k), o->lr, o->beta1,
-                    o->beta2, o->eps, o->weight_decay);
-  lua_pushfstring(L, "%s; %d groups, %d parameters)", lua_tostring(L, -1), nn_optim_num_groups(u->o), u->n);
+    lua_pushfstring(L, "%s(lr=%f, betas={%f, %f}, eps=%f, weight_decay=%f", nn_optim_kind_name(k),
+                    o->lr, o->beta1, o->beta2, o->eps, o->weight_decay);
+  lua_pushfstring(L, "%s; %d groups, %d parameters)", lua_tostring(L, -1),
+                  nn_optim_num_groups(u->o), u->n);
   return 1;
 }
 
@@ -383,9 +405,11 @@ static const luaL_Reg optim_funcs[] = {
 
 /* __index of wb.optim: an unknown name is an error listing the optimizers */
 static int loptim_index(lua_State *L) {
-  return luaL_error(L, "wb.optim has no optimizer or function \"%s\"; known: SGD, Adam, AdamW, RMSprop (RMSProp), "
-                       "clip_grad_norm",
-                    luaL_tolstring(L, 2, NULL));
+  return luaL_error(
+      L,
+      "wb.optim has no optimizer or function \"%s\"; known: SGD, Adam, AdamW, RMSprop (RMSProp), "
+      "clip_grad_norm",
+      luaL_tolstring(L, 2, NULL));
 }
 
 void wb_lua_open_optim(lua_State *L) {

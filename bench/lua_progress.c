@@ -32,9 +32,7 @@ typedef struct lprogress {
   char values[192]; /* "loss 0.4321  acc 0.91" from the last update */
 } lprogress;
 
-static lprogress *checkprogress(lua_State *L) {
-  return luaL_checkudata(L, 1, WB_PROGRESS_MT);
-}
+static lprogress *checkprogress(lua_State *L) { return luaL_checkudata(L, 1, WB_PROGRESS_MT); }
 
 static void fmt_eta(char *buf, size_t n, double s) {
   if (!(s >= 0) || isinf(s)) {
@@ -55,9 +53,8 @@ static void print_line(lprogress *p, double now, int final) {
   double steps_per_s = dt > 0 ? (double)(p->step - p->first_step) / dt : 0;
   if (*p->label) len += snprintf(line + len, sizeof line - (size_t)len, "%s  ", p->label);
   if (p->total > 0)
-    len += snprintf(line + len, sizeof line - (size_t)len, "%lld/%lld (%3d%%)",
-                    (long long)p->step, (long long)p->total,
-                    (int)(100.0 * (double)p->step / (double)p->total));
+    len += snprintf(line + len, sizeof line - (size_t)len, "%lld/%lld (%3d%%)", (long long)p->step,
+                    (long long)p->total, (int)(100.0 * (double)p->step / (double)p->total));
   else
     len += snprintf(line + len, sizeof line - (size_t)len, "step %lld", (long long)p->step);
   if (*p->values) len += snprintf(line + len, sizeof line - (size_t)len, "  %s", p->values);
@@ -93,8 +90,10 @@ static int lwb_progress(lua_State *L) {
     for (int i = 0; fields[i] && !ok; i++)
       ok = lua_type(L, -2) == LUA_TSTRING && !strcmp(lua_tostring(L, -2), fields[i]);
     if (!ok)
-      return luaL_error(L, "wb.progress: unknown field '%s'; known fields: total, every, "
-                           "label, batch, mode", luaL_tolstring(L, -2, NULL));
+      return luaL_error(L,
+                        "wb.progress: unknown field '%s'; known fields: total, every, "
+                        "label, batch, mode",
+                        luaL_tolstring(L, -2, NULL));
     lua_pop(L, 1);
   }
   lprogress *p = lua_newuserdatauv(L, sizeof *p, 0);

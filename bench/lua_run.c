@@ -45,7 +45,7 @@
 #include <string.h>
 
 #define WB_RUN_MT "wb.Run"
-#define OPEN_RUNS "wb.open_runs"     /* registry: set of run userdata still RUNNING */
+#define OPEN_RUNS "wb.open_runs"         /* registry: set of run userdata still RUNNING */
 #define ARGS_RESOLVED "wb.args.resolved" /* registry: name -> value of every wb.args option */
 
 static wb_host default_host;
@@ -511,8 +511,10 @@ static int lrun_log(lua_State *L) {
       v = lua_toboolean(L, -1);
     } else if ((t = wb_lua_totensor(L, -1)) != NULL) {
       if (nn_tensor_numel(t) != 1)
-        return luaL_error(L, "run:log: %s is a tensor of %d elements; log a number or a "
-                             "one-element tensor", key, (int)nn_tensor_numel(t));
+        return luaL_error(L,
+                          "run:log: %s is a tensor of %d elements; log a number or a "
+                          "one-element tensor",
+                          key, (int)nn_tensor_numel(t));
       if (nn_tensor_item(t, &v) != NN_OK) return wb_lua_nnerror(L);
     } else {
       return luaL_error(L, "run:log: %s must be a number (got a %s)", key, luaL_typename(L, -1));
@@ -573,7 +575,8 @@ static int lrun_close(lua_State *L) {
     /* an error is already on its way out: report this one without replacing it */
     fprintf(stderr, "wb: ending run %d: %s\n", (int)r->id, wb_store_errmsg(store));
   } else if (failed) {
-    fprintf(stderr, "wb: run %d (%s) ended %s\n", (int)r->id, run_name(L, 1), wb_run_status_name(st));
+    fprintf(stderr, "wb: run %d (%s) ended %s\n", (int)r->id, run_name(L, 1),
+            wb_run_status_name(st));
   }
   return 0;
 }
@@ -694,8 +697,8 @@ static int lrun_sweep(lua_State *L) {
         return luaL_error(L, "run:sweep: %s", wb_store_errmsg(store));
     }
     if (found) {
-      fprintf(stderr, "wb: sweep point %d/%d (%s) already FINISHED as run %lld: skipped\n",
-              (int)i, (int)n_points, label, (long long)found);
+      fprintf(stderr, "wb: sweep point %d/%d (%s) already FINISHED as run %lld: skipped\n", (int)i,
+              (int)n_points, label, (long long)found);
       skipped++;
       lua_pushinteger(L, found);
       lua_rawseti(L, runs, i);
@@ -737,7 +740,10 @@ static int lrun_sweep(lua_State *L) {
       int code = wb_lua_run_exit_code(L, -1);
       const char *msg = code == 0 ? NULL : error_text(L, -1);
       end_run(L, child, c,
-              interrupted ? WB_RUN_KILLED : code == 0 ? WB_RUN_FINISHED : WB_RUN_FAILED, msg);
+              interrupted ? WB_RUN_KILLED
+              : code == 0 ? WB_RUN_FINISHED
+                          : WB_RUN_FAILED,
+              msg);
       if (msg) lua_pop(L, 1);
       return lua_error(L); /* the interrupt goes on to the host */
     } else {
@@ -756,8 +762,8 @@ static int lrun_sweep(lua_State *L) {
   }
   *nn_default_rng() = saved_rng;
   char summary[128];
-  snprintf(summary, sizeof summary, "%d points: %d ran, %d skipped, %d failed", (int)n_points,
-           ran, skipped, failed);
+  snprintf(summary, sizeof summary, "%d points: %d ran, %d skipped, %d failed", (int)n_points, ran,
+           skipped, failed);
   if (wb_store_tag_set(store, p->id, "wb.sweep", summary) != WB_OK)
     return luaL_error(L, "run:sweep: %s", wb_store_errmsg(store));
   lua_pushvalue(L, runs);
@@ -773,8 +779,8 @@ static int lrun_sweep(lua_State *L) {
 }
 
 static const luaL_Reg run_methods[] = {
-    {"log", lrun_log},       {"tag", lrun_tag},     {"artifact", lrun_artifact},
-    {"finish", lrun_finish}, {"id", lrun_id},       {"status", lrun_status},
+    {"log", lrun_log},       {"tag", lrun_tag}, {"artifact", lrun_artifact},
+    {"finish", lrun_finish}, {"id", lrun_id},   {"status", lrun_status},
     {"sweep", lrun_sweep},   {NULL, NULL},
 };
 

@@ -202,8 +202,7 @@ static int lwb_report(lua_State *L) {
   wb_store *s = wb_lua_run_store(L);
   if (wb_store_flush(s) != WB_OK) return luaL_error(L, "wb.report: %s", wb_store_errmsg(s));
   if (wb_host_make_parents(html) != 0)
-    return luaL_error(L, "wb.report: cannot create the directory of %s: %s", html,
-                      strerror(errno));
+    return luaL_error(L, "wb.report: cannot create the directory of %s: %s", html, strerror(errno));
   char err[1024] = "";
   if (wb_report_write(s, names, n, html, md, err, sizeof err) != WB_OK)
     return luaL_error(L, "wb.report: %s", err);

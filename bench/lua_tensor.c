@@ -3,8 +3,8 @@
  * options tables and wb.memory_kb.
  * Positions are 1-based, contents 0-based (see wb_lua.h): dims and slice starts are converted
  * once here; index tensors, labels and argmax results pass through unchanged. */
-#include "wb_lua.h"
 #include "backend.h"
+#include "wb_lua.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -49,9 +49,9 @@ nn_tensor *wb_lua_checktensor(lua_State *L, int idx) {
 
 int wb_lua_nnerror(lua_State *L) { return luaL_error(L, "%s", nn_errmsg()); }
 
-#define CHECK_NN(L, call)                                                                      \
-  do {                                                                                         \
-    if ((call) != NN_OK) return wb_lua_nnerror(L);                                             \
+#define CHECK_NN(L, call)                                                                          \
+  do {                                                                                             \
+    if ((call) != NN_OK) return wb_lua_nnerror(L);                                                 \
   } while (0)
 
 /* Pushes *o, or raises the core's error when rc says the call failed (*o is then NULL). o is a
@@ -82,8 +82,10 @@ int wb_lua_checkdim(lua_State *L, int arg, int ndim) {
   int n = ndim ? ndim : 1;
   if (d >= 1 && d <= n) return (int)d - 1;
   if (d < 0 && d >= -n) return (int)(d + n);
-  return luaL_argerror(L, arg, lua_pushfstring(L, "dim %d out of range for a %d-dim tensor (use 1..%d or -%d..-1)",
-                                               (int)d, ndim, n, n));
+  return luaL_argerror(
+      L, arg,
+      lua_pushfstring(L, "dim %d out of range for a %d-dim tensor (use 1..%d or -%d..-1)", (int)d,
+                      ndim, n, n));
 }
 
 /* An optional dim: def (0-based) when the argument is none or nil. */
@@ -98,7 +100,8 @@ int wb_lua_checkshape(lua_State *L, int idx, int64_t *shape) {
     if (n > NN_MAX_DIMS) luaL_argerror(L, idx, "too many dims");
     for (int i = 0; i < n; i++) {
       lua_geti(L, idx, i + 1);
-      if (!lua_isinteger(L, -1) && !(lua_isnumber(L, -1) && lua_tonumber(L, -1) == floor(lua_tonumber(L, -1))))
+      if (!lua_isinteger(L, -1) &&
+          !(lua_isnumber(L, -1) && lua_tonumber(L, -1) == floor(lua_tonumber(L, -1))))
         luaL_argerror(L, idx, "shape entries must be integers");
       shape[i] = (int64_t)lua_tonumber(L, -1);
       lua_pop(L, 1);
@@ -121,8 +124,10 @@ int wb_lua_checkshape(lua_State *L, int idx, int64_t *shape) {
 static nn_device default_dev = {NN_DEVICE_CPU, 0};
 
 static const char *device_str(nn_device d, char *buf, size_t n) {
-  if (d.type == NN_DEVICE_CPU || d.index == 0) snprintf(buf, n, "%s", nn_device_name(d.type));
-  else snprintf(buf, n, "%s:%d", nn_device_name(d.type), d.index);
+  if (d.type == NN_DEVICE_CPU || d.index == 0)
+    snprintf(buf, n, "%s", nn_device_name(d.type));
+  else
+    snprintf(buf, n, "%s:%d", nn_device_name(d.type), d.index);
   return buf;
 }
 
@@ -132,11 +137,15 @@ static nn_device check_device(lua_State *L, int arg, const char *s) {
   nn_device d;
   if (nn_device_parse(&d, s)) luaL_argerror(L, arg, nn_errmsg());
   if (d.type != NN_DEVICE_CPU && !nn_backend_get(d.type))
-    luaL_argerror(L, arg, lua_pushfstring(L, "device %s is not available (wb was built without %s support, "
-                                             "or no %s device was found); available: cpu", s,
-                                          nn_device_name(d.type), nn_device_name(d.type)));
+    luaL_argerror(L, arg,
+                  lua_pushfstring(L,
+                                  "device %s is not available (wb was built without %s support, "
+                                  "or no %s device was found); available: cpu",
+                                  s, nn_device_name(d.type), nn_device_name(d.type)));
   if (d.index != 0)
-    luaL_argerror(L, arg, lua_pushfstring(L, "device %s: only device 0 of %s is supported", s, nn_device_name(d.type)));
+    luaL_argerror(L, arg,
+                  lua_pushfstring(L, "device %s: only device 0 of %s is supported", s,
+                                  nn_device_name(d.type)));
   return d;
 }
 
@@ -214,7 +223,8 @@ void wb_lua_checkopts(lua_State *L, int idx, const char *fn, const char *const *
         luaL_addstring(&b, known[j]);
       }
       luaL_pushresult(&b);
-      luaL_error(L, "%s: unknown option \"%s\"; known options: %s", fn, lua_tostring(L, -2), lua_tostring(L, -1));
+      luaL_error(L, "%s: unknown option \"%s\"; known options: %s", fn, lua_tostring(L, -2),
+                 lua_tostring(L, -1));
     }
   }
 }
@@ -288,7 +298,10 @@ static nn_dtype check_dtype_name(lua_State *L, int arg, const char *s) {
   if (!strcmp(s, "float64") || !strcmp(s, "double")) return NN_DTYPE_F64;
   if (!strcmp(s, "int64") || !strcmp(s, "long")) return NN_DTYPE_I64;
   return (nn_dtype)luaL_argerror(
-      L, arg, lua_pushfstring(L, "unknown dtype \"%s\"; known dtypes: float32 (float), float64 (double), int64 (long)", s));
+      L, arg,
+      lua_pushfstring(
+          L, "unknown dtype \"%s\"; known dtypes: float32 (float), float64 (double), int64 (long)",
+          s));
 }
 
 /* dtype option from the table at idx (field "dtype"), default def */
@@ -319,16 +332,19 @@ static int nested_shape(lua_State *L, int idx, int64_t *shape, int depth) {
   if (n == 0) return depth + 1;
   lua_geti(L, idx, 1);
   int nd = depth + 1;
-  if (lua_istable(L, -1)) nd = nested_shape(L, lua_gettop(L), shape, depth + 1);
-  else if (!lua_isnumber(L, -1)) luaL_error(L, "tensor: entries must be numbers or tables of numbers");
+  if (lua_istable(L, -1))
+    nd = nested_shape(L, lua_gettop(L), shape, depth + 1);
+  else if (!lua_isnumber(L, -1))
+    luaL_error(L, "tensor: entries must be numbers or tables of numbers");
   lua_pop(L, 1);
   return nd;
 }
 
 static void nested_fill(lua_State *L, int idx, nn_tensor *t, int depth, int64_t *pos) {
   int64_t n = (int64_t)luaL_len(L, idx);
-  if (n != t->shape[depth]) luaL_error(L, "tensor: ragged nested table (dim %d has %d and %d entries)",
-                                       depth + 1, (int)t->shape[depth], (int)n);
+  if (n != t->shape[depth])
+    luaL_error(L, "tensor: ragged nested table (dim %d has %d and %d entries)", depth + 1,
+               (int)t->shape[depth], (int)n);
   for (int64_t i = 1; i <= n; i++) {
     lua_geti(L, idx, i);
     if (depth + 1 < t->ndim) {
@@ -403,9 +419,12 @@ static int filled(lua_State *L, double v, int mode) { /* mode 0 full, 1 randn, 2
   nn_tensor *t = NULL;
   int rc = nn_tensor_empty(&t, nd, shape, dt, dev);
   if (!rc) {
-    if (mode == 0) rc = nn_fill_(t, v);
-    else if (mode == 1) rc = nn_normal_(t, 0.0, 1.0, NULL);
-    else if (mode == 2) rc = nn_uniform_(t, 0.0, 1.0, NULL);
+    if (mode == 0)
+      rc = nn_fill_(t, v);
+    else if (mode == 1)
+      rc = nn_normal_(t, 0.0, 1.0, NULL);
+    else if (mode == 2)
+      rc = nn_uniform_(t, 0.0, 1.0, NULL);
   }
   if (rc) {
     nn_tensor_free(t);
@@ -552,16 +571,20 @@ static int ltensor_item(lua_State *L) {
   double v;
   nn_tensor *t = wb_lua_checktensor(L, 1);
   CHECK_NN(L, nn_tensor_item(t, &v));
-  if (t->dtype == NN_DTYPE_I64) lua_pushinteger(L, (lua_Integer)v);
-  else lua_pushnumber(L, v);
+  if (t->dtype == NN_DTYPE_I64)
+    lua_pushinteger(L, (lua_Integer)v);
+  else
+    lua_pushnumber(L, v);
   return 1;
 }
 
 static void push_nested(lua_State *L, nn_tensor *h, int depth, int64_t *pos) {
   if (depth == h->ndim) {
     double v = nn_tensor_get_flat(h, (*pos)++);
-    if (h->dtype == NN_DTYPE_I64) lua_pushinteger(L, (lua_Integer)v);
-    else lua_pushnumber(L, v);
+    if (h->dtype == NN_DTYPE_I64)
+      lua_pushinteger(L, (lua_Integer)v);
+    else
+      lua_pushnumber(L, v);
     return;
   }
   lua_createtable(L, (int)h->shape[depth], 0);
@@ -604,8 +627,10 @@ static int ltensor_tostring(lua_State *L) {
     luaL_addstring(&buf, "[");
     for (int64_t i = 0; i < show; i++) {
       double v = nn_tensor_get_flat(t, i);
-      if (t->dtype == NN_DTYPE_I64) snprintf(b, sizeof b, i ? ", %lld" : "%lld", (long long)v);
-      else snprintf(b, sizeof b, i ? ", %.6g" : "%.6g", v);
+      if (t->dtype == NN_DTYPE_I64)
+        snprintf(b, sizeof b, i ? ", %lld" : "%lld", (long long)v);
+      else
+        snprintf(b, sizeof b, i ? ", %.6g" : "%.6g", v);
       luaL_addstring(&buf, b);
     }
     if (show < n) {
@@ -614,7 +639,8 @@ static int ltensor_tostring(lua_State *L) {
     }
     luaL_addstring(&buf, "], ");
   }
-  snprintf(b, sizeof b, "shape=%s, dtype=%s", nn_shape_str(t, sh, sizeof sh), nn_dtype_name(t->dtype));
+  snprintf(b, sizeof b, "shape=%s, dtype=%s", nn_shape_str(t, sh, sizeof sh),
+           nn_dtype_name(t->dtype));
   luaL_addstring(&buf, b);
   if (on_dev) {
     char dn[32];
@@ -674,19 +700,35 @@ static int arith(lua_State *L, binop_fn fn, int code) {
   } else if (a) {
     double s = luaL_checknumber(L, 2);
     switch (code) {
-    case 0: rc = nn_add_scalar(&o, a, s); break;
-    case 1: rc = nn_add_scalar(&o, a, -s); break;
-    case 2: rc = nn_mul_scalar(&o, a, s); break;
-    default: rc = nn_mul_scalar(&o, a, 1.0 / s); break;
+    case 0:
+      rc = nn_add_scalar(&o, a, s);
+      break;
+    case 1:
+      rc = nn_add_scalar(&o, a, -s);
+      break;
+    case 2:
+      rc = nn_mul_scalar(&o, a, s);
+      break;
+    default:
+      rc = nn_mul_scalar(&o, a, 1.0 / s);
+      break;
     }
   } else {
     double s = luaL_checknumber(L, 1);
     b = wb_lua_checktensor(L, 2);
     switch (code) {
-    case 0: rc = nn_add_scalar(&o, b, s); break;
-    case 1: rc = nn_rsub_scalar(&o, b, s); break;
-    case 2: rc = nn_mul_scalar(&o, b, s); break;
-    default: rc = nn_rdiv_scalar(&o, b, s); break;
+    case 0:
+      rc = nn_add_scalar(&o, b, s);
+      break;
+    case 1:
+      rc = nn_rsub_scalar(&o, b, s);
+      break;
+    case 2:
+      rc = nn_mul_scalar(&o, b, s);
+      break;
+    default:
+      rc = nn_rdiv_scalar(&o, b, s);
+      break;
     }
   }
   return ret1(L, rc, &o);
@@ -701,7 +743,8 @@ static int lnn_div(lua_State *L) { return arith(L, nn_div, 3); }
 static int lnn_pow(lua_State *L) {
   lua_settop(L, 2); /* scratch values go above the arguments */
   nn_tensor *a = wb_lua_totensor(L, 1), *o = NULL;
-  if (a && lua_type(L, 2) == LUA_TNUMBER) return ret1(L, nn_pow_scalar(&o, a, lua_tonumber(L, 2)), &o);
+  if (a && lua_type(L, 2) == LUA_TNUMBER)
+    return ret1(L, nn_pow_scalar(&o, a, lua_tonumber(L, 2)), &o);
   nn_tensor *b = wb_lua_totensor(L, 2);
   if (!a && !b) luaL_typeerror(L, 1, "tensor");
   a = operand(L, 1, b);
@@ -770,10 +813,10 @@ static int lnn_clamp(lua_State *L) {
 
 /* ---------------------------------------------------------------- unary ops */
 
-#define UNARY(lname, expr)                                                                     \
-  static int lname(lua_State *L) {                                                             \
-    nn_tensor *t = wb_lua_checktensor(L, 1), *o = NULL;                                        \
-    return ret1(L, expr, &o);                                                                  \
+#define UNARY(lname, expr)                                                                         \
+  static int lname(lua_State *L) {                                                                 \
+    nn_tensor *t = wb_lua_checktensor(L, 1), *o = NULL;                                            \
+    return ret1(L, expr, &o);                                                                      \
   }
 
 UNARY(lnn_neg, nn_neg(&o, t))
@@ -820,8 +863,12 @@ static int lnn_to(lua_State *L) {
     if (!strcmp(s, dts[k])) return ret1(L, nn_to_dtype(&o, t, check_dtype_name(L, 2, s)), &o);
   nn_device d;
   if (nn_device_parse(&d, s))
-    return luaL_argerror(L, 2, lua_pushfstring(L, "unknown dtype or device \"%s\"; dtypes: float32 (float), "
-                                                  "float64 (double), int64 (long); devices: cpu, cuda, cuda:N", s));
+    return luaL_argerror(
+        L, 2,
+        lua_pushfstring(L,
+                        "unknown dtype or device \"%s\"; dtypes: float32 (float), "
+                        "float64 (double), int64 (long); devices: cpu, cuda, cuda:N",
+                        s));
   d = check_device(L, 2, s);
   return ret1(L, nn_to_device(&o, t, d), &o);
 }
@@ -953,7 +1000,8 @@ static int lnn_topk(lua_State *L) {
   lua_Integer k = luaL_checkinteger(L, 2);
   int d = optdim(L, 3, t->ndim, t->ndim ? t->ndim - 1 : 0);
   wb_lua_checkopts(L, 4, "topk", known);
-  bool largest = wb_lua_optboolean(L, 4, "largest", 1), sorted = wb_lua_optboolean(L, 4, "sorted", 1);
+  bool largest = wb_lua_optboolean(L, 4, "largest", 1),
+       sorted = wb_lua_optboolean(L, 4, "sorted", 1);
   return ret2(L, nn_topk(&v, &i, t, k, d, largest, sorted), &v, &i);
 }
 
@@ -1113,8 +1161,10 @@ static int64_t checkpos(lua_State *L, int arg, int64_t n) {
   lua_Integer p = luaL_checkinteger(L, arg);
   if (p >= 1 && p <= n + 1) return p - 1;
   if (p < 0 && p >= -n) return n + p;
-  return luaL_argerror(L, arg, lua_pushfstring(L, "position %d out of range for a dim of size %d (use 1..%d or -%d..-1)",
-                                               (int)p, (int)n, (int)n, (int)n));
+  return luaL_argerror(
+      L, arg,
+      lua_pushfstring(L, "position %d out of range for a dim of size %d (use 1..%d or -%d..-1)",
+                      (int)p, (int)n, (int)n, (int)n));
 }
 
 /* x:narrow(dim, start, length): start is 1-based */
@@ -1131,7 +1181,8 @@ static int lnn_slice(lua_State *L) {
   nn_tensor *t = wb_lua_checktensor(L, 1), *o = NULL;
   int d = wb_lua_checkdim(L, 2, t->ndim);
   int64_t n = t->shape[d];
-  lua_Integer i = luaL_checkinteger(L, 3), j = luaL_optinteger(L, 4, -1), step = luaL_optinteger(L, 5, 1);
+  lua_Integer i = luaL_checkinteger(L, 3), j = luaL_optinteger(L, 4, -1),
+              step = luaL_optinteger(L, 5, 1);
   if (step < 1) luaL_argerror(L, 5, "step must be >= 1");
   int64_t start = i > 0 ? i - 1 : (i == 0 ? 0 : n + i), stop = j >= 0 ? j : n + j + 1;
   if (start < 0) start = 0;
@@ -1210,8 +1261,10 @@ static int lnn_add_(lua_State *L) {
 /* x:mul_(y): y a number or a tensor broadcast to x */
 static int lnn_mul_(lua_State *L) {
   nn_tensor *t = wb_lua_checktensor(L, 1);
-  if (lua_type(L, 2) == LUA_TNUMBER) CHECK_NN(L, nn_mul_scalar_(t, lua_tonumber(L, 2)));
-  else CHECK_NN(L, nn_mul_(t, wb_lua_checktensor(L, 2)));
+  if (lua_type(L, 2) == LUA_TNUMBER)
+    CHECK_NN(L, nn_mul_scalar_(t, lua_tonumber(L, 2)));
+  else
+    CHECK_NN(L, nn_mul_(t, wb_lua_checktensor(L, 2)));
   lua_settop(L, 1);
   return 1;
 }
@@ -1337,10 +1390,17 @@ static const luaL_Reg tensor_methods[] = {
 };
 
 static const luaL_Reg tensor_meta[] = {
-    {"__gc", ltensor_gc},   {"__close", ltensor_gc}, {"__tostring", ltensor_tostring},
-    {"__add", lnn_add},     {"__sub", lnn_sub},      {"__mul", lnn_mul},
-    {"__div", lnn_div},     {"__unm", lnn_neg},      {"__pow", lnn_pow},
-    {"__len", ltensor_len}, {NULL, NULL},
+    {"__gc", ltensor_gc},
+    {"__close", ltensor_gc},
+    {"__tostring", ltensor_tostring},
+    {"__add", lnn_add},
+    {"__sub", lnn_sub},
+    {"__mul", lnn_mul},
+    {"__div", lnn_div},
+    {"__unm", lnn_neg},
+    {"__pow", lnn_pow},
+    {"__len", ltensor_len},
+    {NULL, NULL},
 };
 
 static const luaL_Reg tensor_funcs[] = {

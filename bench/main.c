@@ -58,7 +58,8 @@ static const command commands[] = {
      "value is NaN are counted in the nan column and left out of the statistics.\n"
      "--where keeps the runs whose params satisfy every condition of EXPR: conditions\n"
      "PARAM OP VALUE with OP one of = == != < <= > >=, joined by ',' or ' and ', e.g.\n"
-     "  --where 'lr=0.1'   --where 'model!=mlp, budget<0.5'   --where \"opt = 'adam' and lr >= 1e-3\"\n"
+     "  --where 'lr=0.1'   --where 'model!=mlp, budget<0.5'   --where \"opt = 'adam' and lr >= "
+     "1e-3\"\n"
      "Values compare as numbers when both sides are numbers, otherwise as text; a run without\n"
      "the param fails every condition on it except !=.\n"},
     {"report", wb_cmd_report, "write an HTML and a Markdown report",
@@ -395,8 +396,8 @@ static int cmd_run(int argc, char **argv) {
   } else if ((code = wb_lua_run_exit_code(L, -1)) >= 0) {
     char msg[64];
     snprintf(msg, sizeof msg, "os.exit(%d)", code);
-    int bad = wb_lua_run_detach(L, code == 0 ? WB_RUN_FINISHED : WB_RUN_FAILED,
-                                code == 0 ? NULL : msg);
+    int bad =
+        wb_lua_run_detach(L, code == 0 ? WB_RUN_FINISHED : WB_RUN_FAILED, code == 0 ? NULL : msg);
     rc = code == 0 && bad ? 1 : code;
   } else if (wb_lua_run_interrupted()) {
     int sig = wb_lua_run_interrupted();

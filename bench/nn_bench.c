@@ -33,15 +33,15 @@ static double median(double *v, int n) {
   return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
-#define DIE(...)                                                                               \
-  do {                                                                                         \
-    fprintf(stderr, "wb_bench_nn: " __VA_ARGS__);                                              \
-    fprintf(stderr, "\n");                                                                     \
-    exit(1);                                                                                   \
+#define DIE(...)                                                                                   \
+  do {                                                                                             \
+    fprintf(stderr, "wb_bench_nn: " __VA_ARGS__);                                                  \
+    fprintf(stderr, "\n");                                                                         \
+    exit(1);                                                                                       \
   } while (0)
-#define TRY(call)                                                                              \
-  do {                                                                                         \
-    if ((call) != NN_OK) DIE("%s: %s", #call, nn_errmsg());                                    \
+#define TRY(call)                                                                                  \
+  do {                                                                                             \
+    if ((call) != NN_OK) DIE("%s: %s", #call, nn_errmsg());                                        \
   } while (0)
 
 typedef void (*bench_fn)(void *ctx);
@@ -227,7 +227,8 @@ static void bench_ops(int quick) {
   double flop = 2.0 * 128 * 64 * 14 * 14 * 32 * 25;
   int creps = quick ? 3 : 10;
   t = time_it(op_conv_fwd, &k, 1, creps);
-  printf("%-44s %12.4f %11.1f GF/s\n", "conv2d (128,32,14,14) 64x5x5 pad 2 fwd", t * 1e3, flop / t * 1e-9);
+  printf("%-44s %12.4f %11.1f GF/s\n", "conv2d (128,32,14,14) 64x5x5 pad 2 fwd", t * 1e3,
+         flop / t * 1e-9);
   nn_tensor_set_requires_grad(k.x, true);
   nn_tensor_set_requires_grad(k.w, true);
   nn_tensor_set_requires_grad(k.b, true);
@@ -241,7 +242,8 @@ static void bench_ops(int quick) {
   TRY(nn_tensor_empty(&k.labels, 1, (int64_t[]){1024}, NN_DTYPE_I64, nn_cpu));
   for (int i = 0; i < 1024; i++) ((int64_t *)nn_tensor_data(k.labels))[i] = (i * 7919) % 1000;
   t = time_it(op_softmax, &k, 3, reps);
-  printf("%-44s %12.4f %11.2f GB/s\n", "softmax (1024, 1000)", t * 1e3, 2.0 * 1024 * 1000 * 4 / t * 1e-9);
+  printf("%-44s %12.4f %11.2f GB/s\n", "softmax (1024, 1000)", t * 1e3,
+         2.0 * 1024 * 1000 * 4 / t * 1e-9);
   t = time_it(op_ce_fwd_bwd, &k, 3, reps);
   printf("%-44s %12.4f %11.2f GB/s\n", "cross_entropy (1024, 1000) fwd+bwd", t * 1e3,
          2.0 * 1024 * 1000 * 4 / t * 1e-9);
@@ -256,15 +258,18 @@ int main(int argc, char **argv) {
   nn_blas_init(argv);
   int threads = 0, quick = 0;
   for (int i = 1; i < argc; i++) {
-    if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
-    else if (!strcmp(argv[i], "--quick")) quick = 1;
+    if (!strcmp(argv[i], "--threads") && i + 1 < argc)
+      threads = atoi(argv[++i]);
+    else if (!strcmp(argv[i], "--quick"))
+      quick = 1;
     else {
       fprintf(stderr, "usage: wb_bench_nn [--threads N] [--quick]\n");
       return 2;
     }
   }
   nn_set_num_threads(threads);
-  printf("wb core benchmark: %d thread(s), OpenBLAS kernels %s\n\n", nn_get_num_threads(), nn_blas_core());
+  printf("wb core benchmark: %d thread(s), OpenBLAS kernels %s\n\n", nn_get_num_threads(),
+         nn_blas_core());
   bench_gemm(quick);
   bench_ops(quick);
   return 0;

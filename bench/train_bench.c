@@ -11,7 +11,8 @@
  * With --device cuda the model lives on the GPU (nn_module_to) and each batch is produced on the
  * CPU and copied there, as a script would do; the line then starts "wb[cuda]".
  *
- *   wb_bench_train [--model mlp|lenet|all] [--threads N] [--samples N] [--seed N] [--device cpu|cuda]
+ *   wb_bench_train [--model mlp|lenet|all] [--threads N] [--samples N] [--seed N] [--device
+ * cpu|cuda]
  */
 #include "backend.h"
 #include "data.h"
@@ -30,12 +31,12 @@ static double now_s(void) {
   return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-#define TRY(call)                                                                              \
-  do {                                                                                         \
-    if ((call) != NN_OK) {                                                                     \
-      fprintf(stderr, "wb_bench_train: %s\n", nn_errmsg());                                    \
-      exit(1);                                                                                 \
-    }                                                                                          \
+#define TRY(call)                                                                                  \
+  do {                                                                                             \
+    if ((call) != NN_OK) {                                                                         \
+      fprintf(stderr, "wb_bench_train: %s\n", nn_errmsg());                                        \
+      exit(1);                                                                                     \
+    }                                                                                              \
   } while (0)
 
 static nn_module *build(const char *name) {
@@ -148,8 +149,8 @@ static void run(const char *name, const nn_dataset *train, const nn_dataset *tes
   double dt = now_s() - t0;
   double acc = accuracy(m, test);
   printf("%s %s threads=%d samples_per_s=%.0f test_acc=%.4f seconds=%.2f samples=%lld\n",
-         dev.type == NN_DEVICE_CPU ? "wb" : "wb[cuda]", name, nn_get_num_threads(), (double)done / dt, acc, dt,
-         (long long)done);
+         dev.type == NN_DEVICE_CPU ? "wb" : "wb[cuda]", name, nn_get_num_threads(),
+         (double)done / dt, acc, dt, (long long)done);
   fflush(stdout);
   nn_batcher_free(b);
   nn_optim_free(opt);
@@ -165,22 +166,30 @@ int main(int argc, char **argv) {
   int64_t samples = 0;
   uint64_t seed = 0;
   for (int i = 1; i < argc; i++) {
-    if (!strcmp(argv[i], "--model") && i + 1 < argc) model = argv[++i];
-    else if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
-    else if (!strcmp(argv[i], "--samples") && i + 1 < argc) samples = atoll(argv[++i]);
-    else if (!strcmp(argv[i], "--batch") && i + 1 < argc) batch = atoi(argv[++i]);
-    else if (!strcmp(argv[i], "--seed") && i + 1 < argc) seed = strtoull(argv[++i], NULL, 10);
+    if (!strcmp(argv[i], "--model") && i + 1 < argc)
+      model = argv[++i];
+    else if (!strcmp(argv[i], "--threads") && i + 1 < argc)
+      threads = atoi(argv[++i]);
+    else if (!strcmp(argv[i], "--samples") && i + 1 < argc)
+      samples = atoll(argv[++i]);
+    else if (!strcmp(argv[i], "--batch") && i + 1 < argc)
+      batch = atoi(argv[++i]);
+    else if (!strcmp(argv[i], "--seed") && i + 1 < argc)
+      seed = strtoull(argv[++i], NULL, 10);
     else if (!strcmp(argv[i], "--device") && i + 1 < argc) {
       if (nn_device_parse(&dev, argv[++i])) {
         fprintf(stderr, "wb_bench_train: %s\n", nn_errmsg());
         return 2;
       }
       if (dev.type != NN_DEVICE_CPU && !nn_backend_get(dev.type)) {
-        fprintf(stderr, "wb_bench_train: device %s is not available (built without it, or no GPU)\n", argv[i]);
+        fprintf(stderr,
+                "wb_bench_train: device %s is not available (built without it, or no GPU)\n",
+                argv[i]);
         return 2;
       }
     } else {
-      fprintf(stderr, "usage: wb_bench_train [--model mlp|lenet|all] [--threads N] [--samples N] [--batch N] [--seed N] "
+      fprintf(stderr, "usage: wb_bench_train [--model mlp|lenet|all] [--threads N] [--samples N] "
+                      "[--batch N] [--seed N] "
                       "[--device cpu|cuda]\n");
       return 2;
     }

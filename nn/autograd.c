@@ -23,8 +23,9 @@ bool nn_is_grad_enabled(void) { return !grad_disabled; }
 
 int nn_tensor_set_requires_grad(nn_tensor *t, bool on) {
   if (t->grad_fn)
-    return nn_seterr(NN_ERR_STATE, "requires_grad: only leaf tensors can change requires_grad "
-                                   "(this one was produced by %s); detach it first",
+    return nn_seterr(NN_ERR_STATE,
+                     "requires_grad: only leaf tensors can change requires_grad "
+                     "(this one was produced by %s); detach it first",
                      t->grad_fn->name);
   if (on && t->dtype == NN_DTYPE_I64)
     return nn_seterr(NN_ERR_DTYPE, "requires_grad: int64 tensors cannot require grad");
@@ -87,8 +88,7 @@ int nn_record(nn_tensor *out, const char *name, nn_backward_fn bw, int n_in, nn_
 
 /* True when nobody else can see t's memory, so it may be updated in place. */
 static bool exclusive(const nn_tensor *t) {
-  return t->refcount == 1 && t->storage->refcount == 1 && nn_tensor_is_contiguous(t) &&
-         !t->grad_fn;
+  return t->refcount == 1 && t->storage->refcount == 1 && nn_tensor_is_contiguous(t) && !t->grad_fn;
 }
 
 /* Adds g into *acc (creating it when NULL). Takes ownership of g. Gradients handed over by
@@ -158,12 +158,14 @@ static unsigned backward_epoch;
 int nn_backward(nn_tensor *root, nn_tensor *grad) {
   char b1[128], b2[128];
   if (!root->requires_grad)
-    return nn_seterr(NN_ERR_STATE, "backward: tensor of shape %s does not require grad "
-                                   "(no input requires grad, or it was computed without grad)",
+    return nn_seterr(NN_ERR_STATE,
+                     "backward: tensor of shape %s does not require grad "
+                     "(no input requires grad, or it was computed without grad)",
                      nn_shape_str(root, b1, sizeof b1));
   if (!grad && nn_tensor_numel(root) != 1)
-    return nn_seterr(NN_ERR_SHAPE, "backward: grad can be implied only for a one-element output, "
-                                   "got shape %s",
+    return nn_seterr(NN_ERR_SHAPE,
+                     "backward: grad can be implied only for a one-element output, "
+                     "got shape %s",
                      nn_shape_str(root, b1, sizeof b1));
   if (grad && !nn_tensor_same_shape(grad, root))
     return nn_seterr(NN_ERR_SHAPE, "backward: grad of shape %s for output of shape %s",
@@ -186,8 +188,9 @@ int nn_backward(nn_tensor *root, nn_tensor *grad) {
   if (root->grad_fn->released) {
     nn_tensor_free(g0);
     nn_set_grad_enabled(prev);
-    return nn_seterr(NN_ERR_STATE, "backward: the graph through %s was already freed by an "
-                                   "earlier backward; recompute the forward pass",
+    return nn_seterr(NN_ERR_STATE,
+                     "backward: the graph through %s was already freed by an "
+                     "earlier backward; recompute the forward pass",
                      root->grad_fn->name);
   }
   /* 1. collect nodes (iterative DFS) and count consumers of each node's output */
@@ -205,8 +208,9 @@ int nn_backward(nn_tensor *root, nn_tensor *grad) {
       if (!in || !n->needs_grad[i] || !in->grad_fn) continue;
       nn_node *m = in->grad_fn;
       if (m->released) {
-        rc = nn_seterr(NN_ERR_STATE, "backward: the graph through %s was already freed by an "
-                                     "earlier backward; recompute the forward pass",
+        rc = nn_seterr(NN_ERR_STATE,
+                       "backward: the graph through %s was already freed by an "
+                       "earlier backward; recompute the forward pass",
                        m->name);
         break;
       }

@@ -17,19 +17,20 @@
 #define NN_NODE_MAX_SAVED 4
 
 /* Backward rule: given dout (gradient of the node's output), write din[i] (a new reference, shaped
- * like input i) for every i with n->needs_grad[i]; leave the others NULL. Runs with grad mode off. */
+ * like input i) for every i with n->needs_grad[i]; leave the others NULL. Runs with grad mode off.
+ */
 typedef int (*nn_backward_fn)(nn_node *n, nn_tensor *dout, nn_tensor **din);
 
 struct nn_node {
   int refcount;
-  const char *name;                     /* op name for messages */
+  const char *name; /* op name for messages */
   nn_backward_fn backward;
   int n_in;
-  nn_tensor *in[NN_NODE_MAX_IN];        /* retained inputs; released after backward */
+  nn_tensor *in[NN_NODE_MAX_IN]; /* retained inputs; released after backward */
   bool needs_grad[NN_NODE_MAX_IN];
-  nn_tensor *saved[NN_NODE_MAX_SAVED];  /* retained extras (output alias, masks, indices) */
-  nn_op_params p;                       /* op parameters for the rule */
-  int out_ndim;                         /* output shape, for the root gradient and checks */
+  nn_tensor *saved[NN_NODE_MAX_SAVED]; /* retained extras (output alias, masks, indices) */
+  nn_op_params p;                      /* op parameters for the rule */
+  int out_ndim;                        /* output shape, for the root gradient and checks */
   int64_t out_shape[NN_MAX_DIMS];
   bool released;
   /* engine scratch */

@@ -51,7 +51,15 @@ int nn_dispatch(int op, int n_out, nn_tensor *const *out, int n_in, nn_tensor *c
                 const nn_op_params *p);
 
 /* Binary elementwise codes for NN_OP_BINARY / NN_OP_SCALAR. */
-enum { NN_BIN_ADD, NN_BIN_SUB, NN_BIN_MUL, NN_BIN_DIV, NN_BIN_POW, NN_BIN_MAX, NN_BIN_MIN,
-       NN_BIN_COUNT };
+enum {
+  NN_BIN_ADD,
+  NN_BIN_SUB,
+  NN_BIN_MUL,
+  NN_BIN_DIV,
+  NN_BIN_POW,
+  NN_BIN_MAX,
+  NN_BIN_MIN,
+  NN_BIN_COUNT
+};
 
 #endif

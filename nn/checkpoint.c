@@ -133,14 +133,16 @@ nn_tensor *nn_ckpt_tensor(const nn_ckpt *c, const char *name) {
 
 int nn_ckpt_int(const nn_ckpt *c, const char *name, int64_t *v) {
   const entry *e = find(c, name);
-  if (!e || e->kind != K_INT) return nn_seterr(NN_ERR_ARG, "checkpoint: no integer entry \"%s\"", name);
+  if (!e || e->kind != K_INT)
+    return nn_seterr(NN_ERR_ARG, "checkpoint: no integer entry \"%s\"", name);
   *v = e->i;
   return NN_OK;
 }
 
 int nn_ckpt_float(const nn_ckpt *c, const char *name, double *v) {
   const entry *e = find(c, name);
-  if (!e || e->kind != K_FLOAT) return nn_seterr(NN_ERR_ARG, "checkpoint: no float entry \"%s\"", name);
+  if (!e || e->kind != K_FLOAT)
+    return nn_seterr(NN_ERR_ARG, "checkpoint: no float entry \"%s\"", name);
   *v = e->f;
   return NN_OK;
 }
@@ -151,7 +153,9 @@ const char *nn_ckpt_str(const nn_ckpt *c, const char *name) {
 }
 
 int nn_ckpt_count(const nn_ckpt *c) { return c->n; }
-const char *nn_ckpt_name(const nn_ckpt *c, int i) { return i >= 0 && i < c->n ? c->e[i].name : NULL; }
+const char *nn_ckpt_name(const nn_ckpt *c, int i) {
+  return i >= 0 && i < c->n ? c->e[i].name : NULL;
+}
 
 /* ---- serialisation into a memory buffer ---- */
 
@@ -177,10 +181,10 @@ static void put(wbuf *b, const void *src, size_t n) {
   memcpy(b->p + b->n, src, n);
   b->n += n;
 }
-#define PUTV(b, T, v)                                                                          \
-  do {                                                                                         \
-    T v_ = (T)(v);                                                                             \
-    put(b, &v_, sizeof v_);                                                                    \
+#define PUTV(b, T, v)                                                                              \
+  do {                                                                                             \
+    T v_ = (T)(v);                                                                                 \
+    put(b, &v_, sizeof v_);                                                                        \
   } while (0)
 
 int nn_ckpt_save(const nn_ckpt *c, const char *path) {
@@ -203,8 +207,12 @@ int nn_ckpt_save(const nn_ckpt *c, const char *path) {
       PUTV(&b, uint64_t, nb);
       put(&b, nn_tensor_data(e->t), nb); /* host copies are contiguous */
     } break;
-    case K_INT: PUTV(&b, int64_t, e->i); break;
-    case K_FLOAT: PUTV(&b, double, e->f); break;
+    case K_INT:
+      PUTV(&b, int64_t, e->i);
+      break;
+    case K_FLOAT:
+      PUTV(&b, double, e->f);
+      break;
     case K_STR: {
       size_t sl = strlen(e->s);
       PUTV(&b, uint32_t, sl);
@@ -246,7 +254,8 @@ int nn_ckpt_save(const nn_ckpt *c, const char *path) {
     if (close(fd) != 0 && !rc)
       rc = nn_seterr(NN_ERR_IO, "checkpoint save: closing %s: %s", tmp, strerror(errno));
     if (!rc && rename(tmp, path) != 0)
-      rc = nn_seterr(NN_ERR_IO, "checkpoint save: renaming %s to %s: %s", tmp, path, strerror(errno));
+      rc = nn_seterr(NN_ERR_IO, "checkpoint save: renaming %s to %s: %s", tmp, path,
+                     strerror(errno));
     if (rc) unlink(tmp);
   }
   free(tmp);
@@ -264,8 +273,9 @@ typedef struct {
 
 static int need(rbuf *r, size_t k, const char *what) {
   if (r->n - r->off < k)
-    return nn_seterr(NN_ERR_IO, "checkpoint %s is truncated or corrupt: %s at byte %zu needs %zu "
-                                "bytes, %zu left",
+    return nn_seterr(NN_ERR_IO,
+                     "checkpoint %s is truncated or corrupt: %s at byte %zu needs %zu "
+                     "bytes, %zu left",
                      r->path, what, r->off, k, r->n - r->off);
   return NN_OK;
 }
@@ -308,20 +318,24 @@ int nn_ckpt_load(nn_ckpt **out, const char *path) {
   int rc = NN_OK;
   nn_ckpt *c = NULL;
   if (n < 8 + 8 + 4 + 8 || memcmp(data, MAGIC, 8)) {
-    rc = nn_seterr(NN_ERR_IO, "checkpoint %s: not a wb checkpoint (bad magic or only %zu bytes)", path, n);
+    rc = nn_seterr(NN_ERR_IO, "checkpoint %s: not a wb checkpoint (bad magic or only %zu bytes)",
+                   path, n);
     goto done;
   }
   if (memcmp(data + n - 8, TRAILER, 8)) {
-    rc = nn_seterr(NN_ERR_IO, "checkpoint %s is truncated or corrupt: the end marker is missing "
-                              "(file has %zu bytes)", path, n);
+    rc = nn_seterr(NN_ERR_IO,
+                   "checkpoint %s is truncated or corrupt: the end marker is missing "
+                   "(file has %zu bytes)",
+                   path, n);
     goto done;
   }
   uint32_t crc_file;
   memcpy(&crc_file, data + n - 12, 4);
   uint32_t crc = (uint32_t)crc32(0L, data, (uInt)(n - 12));
   if (crc != crc_file) {
-    rc = nn_seterr(NN_ERR_IO, "checkpoint %s is corrupt: CRC-32 mismatch (stored %08x, computed %08x)",
-                   path, crc_file, crc);
+    rc = nn_seterr(NN_ERR_IO,
+                   "checkpoint %s is corrupt: CRC-32 mismatch (stored %08x, computed %08x)", path,
+                   crc_file, crc);
     goto done;
   }
   rbuf r = {data, n - 12, 8, path};
@@ -348,7 +362,8 @@ int nn_ckpt_load(nn_ckpt **out, const char *path) {
       uint64_t nb;
       if ((rc = get(&r, &dt, 1, "dtype")) || (rc = get(&r, &nd, 1, "ndim"))) break;
       if (dt > NN_DTYPE_I64 || nd > NN_MAX_DIMS) {
-        rc = nn_seterr(NN_ERR_IO, "checkpoint %s: entry %s has invalid dtype %u or rank %u", path, name, dt, nd);
+        rc = nn_seterr(NN_ERR_IO, "checkpoint %s: entry %s has invalid dtype %u or rank %u", path,
+                       name, dt, nd);
         break;
       }
       if ((rc = get(&r, sh, (size_t)nd * 8, "shape")) || (rc = get(&r, &nb, 8, "data size"))) break;
@@ -396,7 +411,8 @@ int nn_ckpt_load(nn_ckpt **out, const char *path) {
       rc = nn_ckpt_put_str(c, name, s);
       free(s);
     } break;
-    default: rc = nn_seterr(NN_ERR_IO, "checkpoint %s: entry %s has unknown kind %u", path, name, kind);
+    default:
+      rc = nn_seterr(NN_ERR_IO, "checkpoint %s: entry %s has unknown kind %u", path, name, kind);
     }
   }
   if (!rc && r.off != r.n)
@@ -460,10 +476,18 @@ int nn_checkpoint_save(const char *path, nn_module *m, nn_optim *opt, const nn_r
     const entry *e = &extra->e[i];
     snprintf(name, sizeof name, "extra.%s", e->name);
     switch (e->kind) {
-    case K_TENSOR: rc = nn_ckpt_put_tensor(c, name, e->t); break;
-    case K_INT: rc = nn_ckpt_put_int(c, name, e->i); break;
-    case K_FLOAT: rc = nn_ckpt_put_float(c, name, e->f); break;
-    case K_STR: rc = nn_ckpt_put_str(c, name, e->s); break;
+    case K_TENSOR:
+      rc = nn_ckpt_put_tensor(c, name, e->t);
+      break;
+    case K_INT:
+      rc = nn_ckpt_put_int(c, name, e->i);
+      break;
+    case K_FLOAT:
+      rc = nn_ckpt_put_float(c, name, e->f);
+      break;
+    case K_STR:
+      rc = nn_ckpt_put_str(c, name, e->s);
+      break;
     }
   }
   if (!rc) rc = nn_ckpt_save(c, path);
@@ -483,24 +507,28 @@ static int match_list(const nn_ckpt *c, const char *path, const char *prefix, co
       return nn_seterr(NN_ERR_SHAPE, "checkpoint %s does not match the model: it has no %s \"%s\"",
                        path, what, l[i].name);
     if (!nn_tensor_same_shape(t, l[i].t) || t->dtype != l[i].t->dtype)
-      return nn_seterr(NN_ERR_SHAPE, "checkpoint %s does not match the model: %s \"%s\" is %s %s in "
-                                     "the file and %s %s in the model",
-                       path, what, l[i].name, nn_dtype_name(t->dtype), nn_shape_str(t, b1, sizeof b1),
-                       nn_dtype_name(l[i].t->dtype), nn_shape_str(l[i].t, b2, sizeof b2));
+      return nn_seterr(NN_ERR_SHAPE,
+                       "checkpoint %s does not match the model: %s \"%s\" is %s %s in "
+                       "the file and %s %s in the model",
+                       path, what, l[i].name, nn_dtype_name(t->dtype),
+                       nn_shape_str(t, b1, sizeof b1), nn_dtype_name(l[i].t->dtype),
+                       nn_shape_str(l[i].t, b2, sizeof b2));
   }
   for (int j = 0; j < c->n; j++) {
     if (strncmp(c->e[j].name, prefix, pl)) continue;
     int found = 0;
     for (int i = 0; i < n && !found; i++) found = !strcmp(c->e[j].name + pl, l[i].name);
     if (!found)
-      return nn_seterr(NN_ERR_SHAPE, "checkpoint %s does not match the model: the file has %s \"%s\" "
-                                     "that the model lacks",
+      return nn_seterr(NN_ERR_SHAPE,
+                       "checkpoint %s does not match the model: the file has %s \"%s\" "
+                       "that the model lacks",
                        path, what, c->e[j].name + pl);
   }
   return NN_OK;
 }
 
-int nn_checkpoint_load(const char *path, nn_module *m, nn_optim *opt, nn_rng *rng, nn_ckpt **extra) {
+int nn_checkpoint_load(const char *path, nn_module *m, nn_optim *opt, nn_rng *rng,
+                       nn_ckpt **extra) {
   if (extra) *extra = NULL;
   nn_ckpt *c = NULL;
   nn_named *pl = NULL, *bl = NULL, *ol = NULL;

@@ -60,7 +60,6 @@ int nn_checkpoint_save(const char *path, nn_module *m, nn_optim *opt, const nn_r
  * have the same parameter and buffer names, shapes and dtypes; the optimizer the same kind and
  * parameter count. *extra (may be NULL) receives the whole file's entries for the caller's extra
  * values (free with nn_ckpt_free). Nothing is written unless every check passes. */
-int nn_checkpoint_load(const char *path, nn_module *m, nn_optim *opt, nn_rng *rng,
-                       nn_ckpt **extra);
+int nn_checkpoint_load(const char *path, nn_module *m, nn_optim *opt, nn_rng *rng, nn_ckpt **extra);
 
 #endif

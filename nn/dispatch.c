@@ -62,11 +62,11 @@ int nn_dispatch(int op, int n_out, nn_tensor *const *out, int n_in, nn_tensor *c
   for (int i = 0; i < n_in; i++)
     if (in[i] && in[i]->storage->device.type != d) goto mixed;
   const nn_backend_i *be = nn_backend_get(d);
-  if (!be) return nn_seterr(NN_ERR_DEVICE, "%s: device %s is not available in this build",
-                            op_names[op], nn_device_name(d));
-  if (!be->kernels[op])
-    return nn_seterr(NN_ERR_DEVICE, "%s is not implemented on %s", op_names[op],
+  if (!be)
+    return nn_seterr(NN_ERR_DEVICE, "%s: device %s is not available in this build", op_names[op],
                      nn_device_name(d));
+  if (!be->kernels[op])
+    return nn_seterr(NN_ERR_DEVICE, "%s is not implemented on %s", op_names[op], nn_device_name(d));
   return be->kernels[op](out, in, p);
 mixed:
   return nn_seterr(NN_ERR_DEVICE, "%s: tensors on different devices (expected all on %s)",

@@ -73,8 +73,8 @@ static int gyro_prepare(nn_module *m, int64_t N, int64_t U, nn_tensor **gm, int6
   nn_tensor *keyt = m->buffers[3].t;
   int64_t *step = nn_tensor_data(stept), *draw = nn_tensor_data(drawt);
   if (*step % s->period == 0) {
-    rc = gyro_draw(draw, (uint64_t) * (int64_t *)nn_tensor_data(keyt), *step / s->period, s->o.sigma,
-                   s->o.tau);
+    rc = gyro_draw(draw, (uint64_t) * (int64_t *)nn_tensor_data(keyt), *step / s->period,
+                   s->o.sigma, s->o.tau);
     if (rc) return rc;
   }
   nn_tensor *g = NULL;
@@ -95,7 +95,8 @@ static int bdrop_prepare(nn_module *m, int64_t N, int64_t U, nn_tensor **gm, int
   const bdrop_state *s = m->state;
   (void)N;
   if (U % s->block)
-    return nn_seterr(NN_ERR_SHAPE, "BlockDropout: block=%lld does not divide the %lld units per row",
+    return nn_seterr(NN_ERR_SHAPE,
+                     "BlockDropout: block=%lld does not divide the %lld units per row",
                      (long long)s->block, (long long)U);
   nn_tensor *g = NULL;
   int rc = nn_tensor_empty(&g, 2, (int64_t[]){s->groups, U / s->block}, NN_DTYPE_F32, nn_cpu);
@@ -110,7 +111,8 @@ static int bdrop_prepare(nn_module *m, int64_t N, int64_t U, nn_tensor **gm, int
 }
 
 static double drop_p(const nn_module *m) {
-  return m->vt == &gyro_vt ? ((const gyro_state *)m->state)->o.p : ((const bdrop_state *)m->state)->p;
+  return m->vt == &gyro_vt ? ((const gyro_state *)m->state)->o.p
+                           : ((const bdrop_state *)m->state)->p;
 }
 
 static int drop_prepare(nn_module *m, int64_t N, int64_t U, nn_tensor **gm, int64_t *bs) {
@@ -166,7 +168,8 @@ int nn_gyro_dropout_new(nn_module **out, const nn_gyro_opts *o) {
     return nn_seterr(NN_ERR_ARG, "GyroDropout: need sigma >= tau >= 1, got sigma=%d, tau=%d",
                      o->sigma, o->tau);
   if (o->size <= 0)
-    return nn_seterr(NN_ERR_ARG, "GyroDropout: size (units per row) is required and positive, got %lld",
+    return nn_seterr(NN_ERR_ARG,
+                     "GyroDropout: size (units per row) is required and positive, got %lld",
                      (long long)o->size);
   if (o->block < 1 || o->size % o->block)
     return nn_seterr(NN_ERR_ARG, "GyroDropout: block=%lld does not divide size=%lld",
@@ -188,8 +191,10 @@ int nn_gyro_dropout_new(nn_module **out, const nn_gyro_opts *o) {
   nn_tensor *t = NULL;
   rc = nn_tensor_empty(&t, 2, (int64_t[]){o->sigma, s->nb}, NN_DTYPE_F32, nn_cpu);
   if (!rc) rc = nn_bernoulli_(t, 1.0 - o->p, NULL);
-  if (!rc) rc = nn_module_add_buffer(m, "pool", t);
-  else nn_tensor_free(t);
+  if (!rc)
+    rc = nn_module_add_buffer(m, "pool", t);
+  else
+    nn_tensor_free(t);
   if (!rc) rc = nn_tensor_zeros(&t, 1, (int64_t[]){o->tau}, NN_DTYPE_I64, nn_cpu);
   if (!rc) rc = nn_module_add_buffer(m, "draw", t);
   if (!rc) rc = nn_tensor_zeros(&t, 1, (int64_t[]){1}, NN_DTYPE_I64, nn_cpu);
@@ -209,8 +214,8 @@ int nn_gyro_dropout_new(nn_module **out, const nn_gyro_opts *o) {
 }
 
 int nn_gyro_dropout_ctor(nn_module **out, int n, const nn_opt *o) {
-  static const char *const known[] = {"p", "size", "sigma", "tau", "iters", "period", "block",
-                                      "shared", NULL};
+  static const char *const known[] = {"p",      "size",  "sigma",  "tau", "iters",
+                                      "period", "block", "shared", NULL};
   *out = NULL;
   int rc = nn_opts_check("GyroDropout", n, o, known);
   if (rc) return rc;
@@ -229,17 +234,21 @@ int nn_gyro_dropout_ctor(nn_module **out, int n, const nn_opt *o) {
 
 static void bdrop_describe(const nn_module *m, char *buf, size_t n) {
   const bdrop_state *s = m->state;
-  snprintf(buf, n, "p=%g, block=%lld, groups=%lld", s->p, (long long)s->block, (long long)s->groups);
+  snprintf(buf, n, "p=%g, block=%lld, groups=%lld", s->p, (long long)s->block,
+           (long long)s->groups);
 }
 
 static const nn_module_i bdrop_vt = {"BlockDropout", drop_forward, NULL, NULL, bdrop_describe};
 
 int nn_block_dropout_new(nn_module **out, double p, int64_t block, int64_t groups) {
   *out = NULL;
-  if (!(p >= 0 && p < 1)) return nn_seterr(NN_ERR_ARG, "BlockDropout: p must be in [0, 1), got %g", p);
+  if (!(p >= 0 && p < 1))
+    return nn_seterr(NN_ERR_ARG, "BlockDropout: p must be in [0, 1), got %g", p);
   if (block < 1 || groups < 1)
-    return nn_seterr(NN_ERR_ARG, "BlockDropout: block and groups must be positive, got block=%lld, "
-                                 "groups=%lld", (long long)block, (long long)groups);
+    return nn_seterr(NN_ERR_ARG,
+                     "BlockDropout: block and groups must be positive, got block=%lld, "
+                     "groups=%lld",
+                     (long long)block, (long long)groups);
   bdrop_state *s = malloc(sizeof *s);
   if (!s) return nn_seterr(NN_ERR_NOMEM, "BlockDropout: out of memory");
   *s = (bdrop_state){p, block, groups};
@@ -253,7 +262,8 @@ int nn_block_dropout_ctor(nn_module **out, int n, const nn_opt *o) {
   *out = NULL;
   int rc = nn_opts_check("BlockDropout", n, o, known);
   if (rc) return rc;
-  return nn_block_dropout_new(out, nn_opt_num(n, o, "p", 0.5), (int64_t)nn_opt_num(n, o, "block", 32),
+  return nn_block_dropout_new(out, nn_opt_num(n, o, "p", 0.5),
+                              (int64_t)nn_opt_num(n, o, "block", 32),
                               (int64_t)nn_opt_num(n, o, "groups", 1));
 }
 
@@ -290,7 +300,8 @@ static int bseq_forward(nn_module *m, nn_tensor *x, nn_tensor **out) {
       int j = i + 1;
       while (j < m->n_children && is_elementwise(m->children[j])) j++;
       nn_module *d = j < m->n_children && m->children[j]->training && is_block_drop(m->children[j])
-                         ? m->children[j] : NULL;
+                         ? m->children[j]
+                         : NULL;
       if (d || kin) {
         nn_tensor *gm = NULL, *y = NULL;
         int64_t bs = 1;

@@ -40,13 +40,13 @@
 #define NN_GYRO_STREAM 0x6779726fULL /* "gyro": the Philox stream of the draws */
 
 typedef struct nn_gyro_opts {
-  double p;        /* drop probability in [0, 1) */
-  int64_t size;    /* units per row U (required: the pool is built with the layer) */
-  int sigma, tau;  /* pool size and masks per period (sigma >= tau >= 1); paper: 256, 16 */
-  int64_t iters;   /* total training iterations; period = max(1, iters * tau / sigma) */
-  int64_t period;  /* or the period directly (> 0 overrides iters) */
-  int64_t block;   /* 1: unit-wise masks; > 1: blocks of this many units (must divide size) */
-  bool shared;     /* one index picks the same subnetwork in every gyro layer */
+  double p;       /* drop probability in [0, 1) */
+  int64_t size;   /* units per row U (required: the pool is built with the layer) */
+  int sigma, tau; /* pool size and masks per period (sigma >= tau >= 1); paper: 256, 16 */
+  int64_t iters;  /* total training iterations; period = max(1, iters * tau / sigma) */
+  int64_t period; /* or the period directly (> 0 overrides iters) */
+  int64_t block;  /* 1: unit-wise masks; > 1: blocks of this many units (must divide size) */
+  bool shared;    /* one index picks the same subnetwork in every gyro layer */
 } nn_gyro_opts;
 
 /* New GyroDropout; draws the pool from the default generator. Errors: NN_ERR_ARG naming the

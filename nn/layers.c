@@ -61,7 +61,8 @@ static void linear_describe(const nn_module *m, char *buf, size_t n) {
            m->n_params > 1 ? "true" : "false");
 }
 
-static const nn_module_i linear_vt = {"Linear", linear_forward, linear_shape, NULL, linear_describe};
+static const nn_module_i linear_vt = {"Linear", linear_forward, linear_shape, NULL,
+                                      linear_describe};
 
 int nn_linear_new(nn_module **out, int64_t in, int64_t outf, bool bias) {
   *out = NULL;
@@ -81,16 +82,20 @@ int nn_linear_new(nn_module **out, int64_t in, int64_t outf, bool bias) {
   }
   rc = nn_tensor_empty(&w, 2, (int64_t[]){outf, in}, NN_DTYPE_F32, nn_cpu);
   if (!rc) rc = nn_init_(w, NN_INIT_PYTORCH_DEFAULT, 0, NULL);
-  if (!rc) rc = nn_module_add_param(m, "weight", w);
-  else nn_tensor_free(w);
+  if (!rc)
+    rc = nn_module_add_param(m, "weight", w);
+  else
+    nn_tensor_free(w);
   if (!rc && bias) {
     rc = nn_tensor_empty(&b, 1, &outf, NN_DTYPE_F32, nn_cpu);
     if (!rc) { /* PyTorch: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) */
       double bd = 1.0 / sqrt((double)in);
       rc = nn_uniform_(b, -bd, bd, NULL);
     }
-    if (!rc) rc = nn_module_add_param(m, "bias", b);
-    else nn_tensor_free(b);
+    if (!rc)
+      rc = nn_module_add_param(m, "bias", b);
+    else
+      nn_tensor_free(b);
   }
   if (rc) {
     nn_module_free(m);
@@ -150,8 +155,9 @@ int nn_conv2d_new(nn_module **out, int64_t cin, int64_t cout, int kh, int kw,
   if (cin <= 0 || cout <= 0 || kh <= 0 || kw <= 0 || o->groups <= 0 || cin % o->groups ||
       cout % o->groups || o->stride[0] <= 0 || o->stride[1] <= 0 || o->dilation[0] <= 0 ||
       o->dilation[1] <= 0 || o->padding[0] < 0 || o->padding[1] < 0)
-    return nn_seterr(NN_ERR_ARG, "Conv2d: invalid options in=%lld out=%lld kernel=%dx%d groups=%d "
-                                 "(channels must divide by groups; sizes, stride and dilation positive)",
+    return nn_seterr(NN_ERR_ARG,
+                     "Conv2d: invalid options in=%lld out=%lld kernel=%dx%d groups=%d "
+                     "(channels must divide by groups; sizes, stride and dilation positive)",
                      (long long)cin, (long long)cout, kh, kw, o->groups);
   conv_state *s = malloc(sizeof *s);
   if (!s) return nn_seterr(NN_ERR_NOMEM, "Conv2d: out of memory");
@@ -165,14 +171,18 @@ int nn_conv2d_new(nn_module **out, int64_t cin, int64_t cout, int kh, int kw,
   }
   rc = nn_tensor_empty(&w, 4, (int64_t[]){cout, cin / o->groups, kh, kw}, NN_DTYPE_F32, nn_cpu);
   if (!rc) rc = nn_init_(w, NN_INIT_PYTORCH_DEFAULT, 0, NULL);
-  if (!rc) rc = nn_module_add_param(m, "weight", w);
-  else nn_tensor_free(w);
+  if (!rc)
+    rc = nn_module_add_param(m, "weight", w);
+  else
+    nn_tensor_free(w);
   if (!rc && bias) {
     rc = nn_tensor_empty(&b, 1, &cout, NN_DTYPE_F32, nn_cpu);
     double bd = 1.0 / sqrt((double)(cin / o->groups * kh * kw));
     if (!rc) rc = nn_uniform_(b, -bd, bd, NULL);
-    if (!rc) rc = nn_module_add_param(m, "bias", b);
-    else nn_tensor_free(b);
+    if (!rc)
+      rc = nn_module_add_param(m, "bias", b);
+    else
+      nn_tensor_free(b);
   }
   if (rc) {
     nn_module_free(m);
@@ -265,7 +275,8 @@ static int ln_forward(nn_module *m, nn_tensor *x, nn_tensor **out) {
   for (int d = 0; ok && d < s->n_dims; d++)
     if (x->shape[x->ndim - s->n_dims + d] != s->shape[d]) ok = false;
   if (!ok)
-    return nn_seterr(NN_ERR_SHAPE, "LayerNorm: input of shape %s does not end with the normalised shape",
+    return nn_seterr(NN_ERR_SHAPE,
+                     "LayerNorm: input of shape %s does not end with the normalised shape",
                      nn_shape_str(x, b, sizeof b));
   return nn_layer_norm(out, x, s->n_dims, s->affine ? m->params[0].t : NULL,
                        s->affine ? m->params[1].t : NULL, s->eps);
@@ -372,8 +383,10 @@ int nn_embedding_new(nn_module **out, int64_t num, int64_t dim) {
   int rc = nn_module_new(&m, &emb_vt, NULL);
   if (!rc) rc = nn_tensor_empty(&w, 2, (int64_t[]){num, dim}, NN_DTYPE_F32, nn_cpu);
   if (!rc) rc = nn_normal_(w, 0.0, 1.0, NULL);
-  if (!rc) rc = nn_module_add_param(m, "weight", w);
-  else nn_tensor_free(w);
+  if (!rc)
+    rc = nn_module_add_param(m, "weight", w);
+  else
+    nn_tensor_free(w);
   if (rc) {
     nn_module_free(m);
     return rc;
@@ -392,12 +405,18 @@ typedef struct {
 static int act_forward(nn_module *m, nn_tensor *x, nn_tensor **out) {
   const act_state *s = m->state;
   switch (s->kind) {
-  case NN_ACT_RELU: return nn_relu(out, x);
-  case NN_ACT_LEAKY_RELU: return nn_leaky_relu(out, x, s->param);
-  case NN_ACT_GELU: return nn_gelu(out, x, s->param != 0);
-  case NN_ACT_TANH: return nn_tanh(out, x);
-  case NN_ACT_SIGMOID: return nn_sigmoid(out, x);
-  case NN_ACT_SOFTPLUS: return nn_softplus(out, x, s->param, 20.0);
+  case NN_ACT_RELU:
+    return nn_relu(out, x);
+  case NN_ACT_LEAKY_RELU:
+    return nn_leaky_relu(out, x, s->param);
+  case NN_ACT_GELU:
+    return nn_gelu(out, x, s->param != 0);
+  case NN_ACT_TANH:
+    return nn_tanh(out, x);
+  case NN_ACT_SIGMOID:
+    return nn_sigmoid(out, x);
+  case NN_ACT_SOFTPLUS:
+    return nn_softplus(out, x, s->param, 20.0);
   }
   return nn_seterr(NN_ERR_ARG, "activation: unknown kind");
 }
@@ -410,14 +429,18 @@ static int act_shape(const nn_module *m, const nn_shape_info *in, nn_shape_info 
 }
 
 static const nn_module_i act_vts[] = {
-    {"ReLU", act_forward, act_shape, NULL, NULL},    {"LeakyReLU", act_forward, act_shape, NULL, NULL},
-    {"GELU", act_forward, act_shape, NULL, NULL},    {"Tanh", act_forward, act_shape, NULL, NULL},
-    {"Sigmoid", act_forward, act_shape, NULL, NULL}, {"Softplus", act_forward, act_shape, NULL, NULL},
+    {"ReLU", act_forward, act_shape, NULL, NULL},
+    {"LeakyReLU", act_forward, act_shape, NULL, NULL},
+    {"GELU", act_forward, act_shape, NULL, NULL},
+    {"Tanh", act_forward, act_shape, NULL, NULL},
+    {"Sigmoid", act_forward, act_shape, NULL, NULL},
+    {"Softplus", act_forward, act_shape, NULL, NULL},
 };
 
 int nn_activation_new(nn_module **out, nn_act kind, double param) {
   *out = NULL;
-  if ((int)kind < 0 || kind > NN_ACT_SOFTPLUS) return nn_seterr(NN_ERR_ARG, "activation: unknown kind %d", (int)kind);
+  if ((int)kind < 0 || kind > NN_ACT_SOFTPLUS)
+    return nn_seterr(NN_ERR_ARG, "activation: unknown kind %d", (int)kind);
   act_state *s = malloc(sizeof *s);
   if (!s) return nn_seterr(NN_ERR_NOMEM, "activation: out of memory");
   s->kind = kind;
@@ -433,7 +456,8 @@ typedef struct {
   int k, stride, padding;
 } pool_state;
 
-static int pool_out(const char *name, const pool_state *s, const nn_shape_info *in, nn_shape_info *out) {
+static int pool_out(const char *name, const pool_state *s, const nn_shape_info *in,
+                    nn_shape_info *out) {
   if (in->ndim != 4) return shape_err(name, in, "(N, C, H, W)");
   *out = *in;
   for (int d = 2; d < 4; d++) {
@@ -471,7 +495,8 @@ static int pool_new(nn_module **out, const nn_module_i *vt, int k, int stride, i
   *out = NULL;
   if (stride <= 0) stride = k;
   if (k <= 0 || padding < 0 || padding * 2 > k)
-    return nn_seterr(NN_ERR_ARG, "%s: kernel must be positive and padding at most half of it", vt->type);
+    return nn_seterr(NN_ERR_ARG, "%s: kernel must be positive and padding at most half of it",
+                     vt->type);
   pool_state *s = malloc(sizeof *s);
   if (!s) return nn_seterr(NN_ERR_NOMEM, "%s: out of memory", vt->type);
   *s = (pool_state){k, stride, padding};
@@ -561,8 +586,8 @@ static int seq_fused(nn_module *m, int i, nn_tensor *x, nn_tensor **out) {
   const conv_state *cs = c->state;
   const pool_state *ps = pl->state;
   int k[2] = {ps->k, ps->k}, st[2] = {ps->stride, ps->stride}, pd[2] = {ps->padding, ps->padding};
-  int rc = nn_conv2d_relu_max_pool2d(out, x, c->params[0].t, c->n_params > 1 ? c->params[1].t : NULL,
-                                     &cs->o, k, st, pd);
+  int rc = nn_conv2d_relu_max_pool2d(out, x, c->params[0].t,
+                                     c->n_params > 1 ? c->params[1].t : NULL, &cs->o, k, st, pd);
   return rc ? 0 : 1; /* on error the layers run one by one and report it in their words */
 }
 
@@ -622,8 +647,10 @@ static int res_forward(nn_module *m, nn_tensor *x, nn_tensor **out) {
   nn_tensor *a = NULL, *b = NULL;
   int rc = nn_module_forward(m->children[0], x, &a);
   if (!rc) {
-    if (m->n_children > 1) rc = nn_module_forward(m->children[1], x, &b);
-    else b = nn_tensor_retain(x);
+    if (m->n_children > 1)
+      rc = nn_module_forward(m->children[1], x, &b);
+    else
+      b = nn_tensor_retain(x);
   }
   if (!rc) rc = nn_add(out, a, b);
   nn_tensor_free(a);
@@ -662,11 +689,11 @@ int nn_residual_new(nn_module **out, nn_module *body, nn_module *shortcut) {
 
 /* ---------------------------------------------------------------- constructors by name */
 
-#define OPTS_CHECK(layer, ...)                                                                 \
-  do {                                                                                         \
-    static const char *const known_[] = {__VA_ARGS__, NULL};                                   \
-    int rc_ = nn_opts_check(layer, n, o, known_);                                              \
-    if (rc_) return rc_;                                                                       \
+#define OPTS_CHECK(layer, ...)                                                                     \
+  do {                                                                                             \
+    static const char *const known_[] = {__VA_ARGS__, NULL};                                       \
+    int rc_ = nn_opts_check(layer, n, o, known_);                                                  \
+    if (rc_) return rc_;                                                                           \
   } while (0)
 
 static int c_linear(nn_module **out, int n, const nn_opt *o) {
@@ -696,7 +723,8 @@ static int c_bn2(nn_module **out, int n, const nn_opt *o) { return c_bn(out, n, 
 static int c_ln(nn_module **out, int n, const nn_opt *o) {
   OPTS_CHECK("LayerNorm", "size", "eps", "affine");
   int64_t sz = (int64_t)nn_opt_num(n, o, "size", 0);
-  return nn_layernorm_new(out, 1, &sz, nn_opt_num(n, o, "eps", 1e-5), nn_opt_num(n, o, "affine", 1) != 0);
+  return nn_layernorm_new(out, 1, &sz, nn_opt_num(n, o, "eps", 1e-5),
+                          nn_opt_num(n, o, "affine", 1) != 0);
 }
 
 static int c_dropout(nn_module **out, int n, const nn_opt *o) {
@@ -706,7 +734,8 @@ static int c_dropout(nn_module **out, int n, const nn_opt *o) {
 
 static int c_emb(nn_module **out, int n, const nn_opt *o) {
   OPTS_CHECK("Embedding", "num", "dim");
-  return nn_embedding_new(out, (int64_t)nn_opt_num(n, o, "num", 0), (int64_t)nn_opt_num(n, o, "dim", 0));
+  return nn_embedding_new(out, (int64_t)nn_opt_num(n, o, "num", 0),
+                          (int64_t)nn_opt_num(n, o, "dim", 0));
 }
 
 static int c_relu(nn_module **out, int n, const nn_opt *o) {
@@ -735,13 +764,13 @@ static int c_softplus(nn_module **out, int n, const nn_opt *o) {
 }
 static int c_maxpool(nn_module **out, int n, const nn_opt *o) {
   OPTS_CHECK("MaxPool2d", "kernel", "stride", "padding");
-  return nn_maxpool2d_new(out, (int)nn_opt_num(n, o, "kernel", 2), (int)nn_opt_num(n, o, "stride", 0),
-                          (int)nn_opt_num(n, o, "padding", 0));
+  return nn_maxpool2d_new(out, (int)nn_opt_num(n, o, "kernel", 2),
+                          (int)nn_opt_num(n, o, "stride", 0), (int)nn_opt_num(n, o, "padding", 0));
 }
 static int c_avgpool(nn_module **out, int n, const nn_opt *o) {
   OPTS_CHECK("AvgPool2d", "kernel", "stride", "padding");
-  return nn_avgpool2d_new(out, (int)nn_opt_num(n, o, "kernel", 2), (int)nn_opt_num(n, o, "stride", 0),
-                          (int)nn_opt_num(n, o, "padding", 0));
+  return nn_avgpool2d_new(out, (int)nn_opt_num(n, o, "kernel", 2),
+                          (int)nn_opt_num(n, o, "stride", 0), (int)nn_opt_num(n, o, "padding", 0));
 }
 static int c_gap(nn_module **out, int n, const nn_opt *o) {
   OPTS_CHECK("GlobalAvgPool2d", "_");
@@ -749,7 +778,8 @@ static int c_gap(nn_module **out, int n, const nn_opt *o) {
 }
 static int c_flatten(nn_module **out, int n, const nn_opt *o) {
   OPTS_CHECK("Flatten", "start_dim", "end_dim");
-  return nn_flatten_new(out, (int)nn_opt_num(n, o, "start_dim", 1), (int)nn_opt_num(n, o, "end_dim", -1));
+  return nn_flatten_new(out, (int)nn_opt_num(n, o, "start_dim", 1),
+                        (int)nn_opt_num(n, o, "end_dim", -1));
 }
 
 void nn_layers_register_builtin(void) {

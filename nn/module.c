@@ -64,8 +64,10 @@ void nn_module_free(nn_module *m) {
   free(m->buffers);
   free(m->children);
   free(m->child_names);
-  if (m->vt->free_state) m->vt->free_state(m);
-  else free(m->state);
+  if (m->vt->free_state)
+    m->vt->free_state(m);
+  else
+    free(m->state);
   for (flat_entry **pe = &flat_list; *pe; pe = &(*pe)->next)
     if ((*pe)->m == m) {
       flat_entry *e = *pe;
@@ -329,7 +331,8 @@ int nn_module_stats(nn_module *m, int ndim, const int64_t *in_shape, nn_layer_st
   *rows = NULL;
   *n_rows = 0;
   memset(total, 0, sizeof *total);
-  if (ndim < 0 || ndim > NN_MAX_DIMS) return nn_seterr(NN_ERR_SHAPE, "stats: bad input rank %d", ndim);
+  if (ndim < 0 || ndim > NN_MAX_DIMS)
+    return nn_seterr(NN_ERR_SHAPE, "stats: bad input rank %d", ndim);
   nn_shape_info in = {0}, out = {0};
   in.ndim = ndim;
   memcpy(in.shape, in_shape, (size_t)ndim * sizeof *in_shape);
@@ -447,19 +450,24 @@ int nn_init_(nn_tensor *t, nn_init kind, double param, nn_rng *rng) {
   if (fan_out <= 0) fan_out = 1;
   double gain = param > 0 ? param : sqrt(2.0);
   switch (kind) {
-  case NN_INIT_KAIMING_NORMAL: return nn_normal_(t, 0.0, gain / sqrt((double)fan_in), rng);
+  case NN_INIT_KAIMING_NORMAL:
+    return nn_normal_(t, 0.0, gain / sqrt((double)fan_in), rng);
   case NN_INIT_KAIMING_UNIFORM: {
     double b = gain * sqrt(3.0 / (double)fan_in);
     return nn_uniform_(t, -b, b, rng);
   }
-  case NN_INIT_XAVIER_NORMAL: return nn_normal_(t, 0.0, sqrt(2.0 / (double)(fan_in + fan_out)), rng);
+  case NN_INIT_XAVIER_NORMAL:
+    return nn_normal_(t, 0.0, sqrt(2.0 / (double)(fan_in + fan_out)), rng);
   case NN_INIT_XAVIER_UNIFORM: {
     double b = sqrt(6.0 / (double)(fan_in + fan_out));
     return nn_uniform_(t, -b, b, rng);
   }
-  case NN_INIT_NORMAL: return nn_normal_(t, 0.0, param, rng);
-  case NN_INIT_UNIFORM: return nn_uniform_(t, -param, param, rng);
-  case NN_INIT_ZEROS: return nn_fill_(t, 0.0);
+  case NN_INIT_NORMAL:
+    return nn_normal_(t, 0.0, param, rng);
+  case NN_INIT_UNIFORM:
+    return nn_uniform_(t, -param, param, rng);
+  case NN_INIT_ZEROS:
+    return nn_fill_(t, 0.0);
   case NN_INIT_PYTORCH_DEFAULT: {
     double b = 1.0 / sqrt((double)fan_in);
     return nn_uniform_(t, -b, b, rng);

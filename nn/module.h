@@ -51,12 +51,12 @@ struct nn_module {
   const nn_module_i *vt;
   bool training;
   int n_params, n_buffers, n_children;
-  nn_named *params;   /* owned references */
-  nn_named *buffers;  /* owned references */
+  nn_named *params;  /* owned references */
+  nn_named *buffers; /* owned references */
   nn_module **children;
   char **child_names;
-  void *state;        /* type-specific */
-  nn_rng *rng;        /* generator for stochastic layers (dropout); NULL = default */
+  void *state; /* type-specific */
+  nn_rng *rng; /* generator for stochastic layers (dropout); NULL = default */
 };
 
 /* ---- generic module API ---- */
@@ -136,16 +136,17 @@ int nn_opts_check(const char *layer, int n, const nn_opt *opts, const char *cons
 
 /* ---- initialisation (driven by the seeded generator; rng NULL = default) ---- */
 typedef enum {
-  NN_INIT_KAIMING_NORMAL, /* N(0, gain^2 / fan_in), gain sqrt(2) (ReLU) */
+  NN_INIT_KAIMING_NORMAL,  /* N(0, gain^2 / fan_in), gain sqrt(2) (ReLU) */
   NN_INIT_KAIMING_UNIFORM, /* U(-b, b), b = gain * sqrt(3 / fan_in) */
-  NN_INIT_XAVIER_NORMAL,  /* N(0, 2 / (fan_in + fan_out)) */
-  NN_INIT_XAVIER_UNIFORM, /* U(-b, b), b = sqrt(6 / (fan_in + fan_out)) */
-  NN_INIT_NORMAL,         /* N(0, a^2) with a = param */
-  NN_INIT_UNIFORM,        /* U(-a, a) with a = param */
+  NN_INIT_XAVIER_NORMAL,   /* N(0, 2 / (fan_in + fan_out)) */
+  NN_INIT_XAVIER_UNIFORM,  /* U(-b, b), b = sqrt(6 / (fan_in + fan_out)) */
+  NN_INIT_NORMAL,          /* N(0, a^2) with a = param */
+  NN_INIT_UNIFORM,         /* U(-a, a) with a = param */
   NN_INIT_ZEROS,
   NN_INIT_PYTORCH_DEFAULT /* what torch.nn.Linear/Conv2d do: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) */
 } nn_init;
-/* fan_in/fan_out from the PyTorch convention (dim 1 x receptive field / dim 0 x receptive field). */
+/* fan_in/fan_out from the PyTorch convention (dim 1 x receptive field / dim 0 x receptive field).
+ */
 int nn_init_(nn_tensor *t, nn_init kind, double param, nn_rng *rng);
 
 /* ---- built-in layers ---- */

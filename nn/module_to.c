@@ -50,7 +50,8 @@ int nn_module_to(nn_module *m, nn_device dev) {
     for (int j = i + 1; j < np; j++)
       if (ps[i].t != ps[j].t && ps[i].t->storage == ps[j].t->storage &&
           ps[i].t->storage->device.type != dev.type) {
-        rc = nn_seterr(NN_ERR_STATE, "module to %s: parameters %s and %s share one flat buffer "
+        rc = nn_seterr(NN_ERR_STATE,
+                       "module to %s: parameters %s and %s share one flat buffer "
                        "(nn_module_flatten); move the module before flattening it",
                        nn_device_name(dev.type), ps[i].name, ps[j].name);
         break;

@@ -13,8 +13,8 @@ static int check_mask(const char *what, nn_tensor *m, int64_t feat, int64_t bs) 
     return nn_seterr(NN_ERR_SHAPE, "block_linear: %s block size %lld does not divide %lld features",
                      what, (long long)bs, (long long)feat);
   if (m->ndim != 2 || m->shape[0] < 1 || m->shape[1] != feat / bs)
-    return nn_seterr(NN_ERR_SHAPE, "block_linear: %s mask of shape %s, expected (groups, %lld)", what,
-                     nn_shape_str(m, b, sizeof b), (long long)(feat / bs));
+    return nn_seterr(NN_ERR_SHAPE, "block_linear: %s mask of shape %s, expected (groups, %lld)",
+                     what, nn_shape_str(m, b, sizeof b), (long long)(feat / bs));
   return NN_OK;
 }
 
@@ -68,9 +68,11 @@ int nn_block_linear(nn_tensor **out, nn_tensor *x, nn_tensor *w, nn_tensor *bias
   char b1[128], b2[128];
   if (x->ndim != 2 || w->ndim != 2 || w->shape[1] != x->shape[1] ||
       (bias && (bias->ndim != 1 || bias->shape[0] != w->shape[0])))
-    return nn_seterr(NN_ERR_SHAPE, "block_linear: input %s, weight %s%s: input must be (N, I), "
-                     "weight (O, I) and bias (O)", nn_shape_str(x, b1, sizeof b1),
-                     nn_shape_str(w, b2, sizeof b2), bias ? " with bias" : "");
+    return nn_seterr(NN_ERR_SHAPE,
+                     "block_linear: input %s, weight %s%s: input must be (N, I), "
+                     "weight (O, I) and bias (O)",
+                     nn_shape_str(x, b1, sizeof b1), nn_shape_str(w, b2, sizeof b2),
+                     bias ? " with bias" : "");
   if (x->dtype != NN_DTYPE_F32 || w->dtype != NN_DTYPE_F32 || (bias && bias->dtype != NN_DTYPE_F32))
     return nn_seterr(NN_ERR_DTYPE, "block_linear: input %s and weight %s must be float32",
                      nn_dtype_name(x->dtype), nn_dtype_name(w->dtype));
@@ -83,8 +85,9 @@ int nn_block_linear(nn_tensor **out, nn_tensor *x, nn_tensor *w, nn_tensor *bias
   if (!rc) rc = contig(&bc, bias);
   if (!rc) rc = contig(&ki, kin);
   if (!rc) rc = contig(&ko, kout);
-  if (!rc) rc = nn_tensor_empty(&o, 2, (int64_t[]){x->shape[0], w->shape[0]}, NN_DTYPE_F32,
-                                x->storage->device);
+  if (!rc)
+    rc = nn_tensor_empty(&o, 2, (int64_t[]){x->shape[0], w->shape[0]}, NN_DTYPE_F32,
+                         x->storage->device);
   nn_op_params p = {0};
   p.i[0] = kin ? bsi : 1;
   p.i[1] = kout ? bso : 1;
@@ -127,13 +130,15 @@ int nn_block_mask_expand(nn_tensor **out, nn_tensor *mask, int64_t n_rows, int64
     return nn_seterr(NN_ERR_DTYPE, "block_mask_expand: mask must be float32, got %s",
                      nn_dtype_name(mask->dtype));
   if (mask->ndim != 2 || mask->shape[0] < 1 || n_rows < 0 || bs < 1)
-    return nn_seterr(NN_ERR_SHAPE, "block_mask_expand: mask of shape %s for %lld rows and block %lld: "
-                     "expected a (groups, blocks) mask", nn_shape_str(mask, b, sizeof b),
-                     (long long)n_rows, (long long)bs);
+    return nn_seterr(NN_ERR_SHAPE,
+                     "block_mask_expand: mask of shape %s for %lld rows and block %lld: "
+                     "expected a (groups, blocks) mask",
+                     nn_shape_str(mask, b, sizeof b), (long long)n_rows, (long long)bs);
   nn_tensor *mc = NULL, *o = NULL;
   int rc = contig(&mc, mask);
-  if (!rc) rc = nn_tensor_empty(&o, 2, (int64_t[]){n_rows, mask->shape[1] * bs}, NN_DTYPE_F32,
-                                mask->storage->device);
+  if (!rc)
+    rc = nn_tensor_empty(&o, 2, (int64_t[]){n_rows, mask->shape[1] * bs}, NN_DTYPE_F32,
+                         mask->storage->device);
   if (!rc) {
     nn_op_params p = {0};
     p.i[0] = bs;

@@ -65,8 +65,10 @@ int nn_sum_dims(nn_tensor **out, nn_tensor *t, unsigned mask, bool keepdim) {
   int k = 0;
   mask &= t->ndim ? (1u << t->ndim) - 1 : 0;
   for (int d = 0; d < t->ndim; d++) {
-    if (!((mask >> d) & 1)) sh[k++] = t->shape[d];
-    else if (keepdim) sh[k++] = 1;
+    if (!((mask >> d) & 1))
+      sh[k++] = t->shape[d];
+    else if (keepdim)
+      sh[k++] = 1;
   }
   return sum_impl(out, t, mask, k, sh);
 }
@@ -78,9 +80,12 @@ int nn_sum_to_shape(nn_tensor **out, nn_tensor *t, int ndim, const int64_t *shap
   unsigned mask = 0;
   if (lead < 0) goto bad;
   for (int d = 0; d < t->ndim; d++) {
-    if (d < lead) mask |= 1u << d;
-    else if (shape[d - lead] == 1 && t->shape[d] != 1) mask |= 1u << d;
-    else if (shape[d - lead] != t->shape[d]) goto bad;
+    if (d < lead)
+      mask |= 1u << d;
+    else if (shape[d - lead] == 1 && t->shape[d] != 1)
+      mask |= 1u << d;
+    else if (shape[d - lead] != t->shape[d])
+      goto bad;
   }
   if (!mask) return nn_reshape(out, t, ndim, shape);
   return sum_impl(out, t, mask, ndim, shape);
@@ -150,8 +155,8 @@ static int matmul_raw(nn_tensor **out, nn_tensor *a, nn_tensor *b) {
   int64_t M = a->shape[a->ndim - 2], K = a->shape[a->ndim - 1], N = b->shape[b->ndim - 1];
   if (b->shape[b->ndim - 2] != K)
     return nn_seterr(NN_ERR_SHAPE, "matmul: shapes %s and %s: inner dims differ (%lld vs %lld)",
-                     nn_shape_str(a, b1, sizeof b1), nn_shape_str(b, b2, sizeof b2),
-                     (long long)K, (long long)b->shape[b->ndim - 2]);
+                     nn_shape_str(a, b1, sizeof b1), nn_shape_str(b, b2, sizeof b2), (long long)K,
+                     (long long)b->shape[b->ndim - 2]);
   int64_t osh[NN_MAX_DIMS], ash[NN_MAX_DIMS], bsh[NN_MAX_DIMS];
   for (int d = 0; d < nb; d++) {
     int da = d - (nb - na), db = d - (nb - nbd);
@@ -221,7 +226,8 @@ int nn_matmul(nn_tensor **out, nn_tensor *a, nn_tensor *b) {
   *out = NULL;
   char b1[128], b2[128];
   if (a->dtype != b->dtype || a->dtype == NN_DTYPE_I64)
-    return nn_seterr(NN_ERR_DTYPE, "matmul: operands must be float32 or float64 of one dtype, got %s and %s",
+    return nn_seterr(NN_ERR_DTYPE,
+                     "matmul: operands must be float32 or float64 of one dtype, got %s and %s",
                      nn_dtype_name(a->dtype), nn_dtype_name(b->dtype));
   if (a->ndim == 0 || b->ndim == 0)
     return nn_seterr(NN_ERR_SHAPE, "matmul: 0-dim operand (shapes %s and %s)",
@@ -270,7 +276,7 @@ static int linear_backward(nn_node *n, nn_tensor *dout, nn_tensor **din) {
   nn_tensor *x = n->in[0], *w = n->in[1];
   int rc = NN_OK;
   if (n->needs_grad[0]) rc = matmul_raw(&din[0], dout, w); /* (N, O) @ (O, I) */
-  if (!rc && n->needs_grad[1]) { /* (O, N) @ (N, I) */
+  if (!rc && n->needs_grad[1]) {                           /* (O, N) @ (N, I) */
     nn_tensor *t = NULL;
     rc = mT(&t, dout);
     if (!rc) rc = matmul_raw(&din[1], t, x);
@@ -299,7 +305,8 @@ int nn_linear(nn_tensor **out, nn_tensor *x, nn_tensor *w, nn_tensor *bias) {
   }
   if (w->ndim != 2 || w->shape[1] != x->shape[1] ||
       (bias && (bias->ndim != 1 || bias->shape[0] != w->shape[0])))
-    return nn_seterr(NN_ERR_SHAPE, "linear: input %s, weight %s%s: weight must be (out, %lld) and bias (out,)",
+    return nn_seterr(NN_ERR_SHAPE,
+                     "linear: input %s, weight %s%s: weight must be (out, %lld) and bias (out,)",
                      nn_shape_str(x, b1, sizeof b1), nn_shape_str(w, b2, sizeof b2),
                      bias ? " with bias" : "", (long long)x->shape[1]);
   if (x->dtype != w->dtype || x->dtype == NN_DTYPE_I64 || (bias && bias->dtype != x->dtype))

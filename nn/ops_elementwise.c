@@ -9,15 +9,18 @@
 
 #include <math.h>
 
-static const char *bin_names[NN_BIN_COUNT] = {"add", "sub", "mul", "div", "pow", "maximum", "minimum"};
+static const char *bin_names[NN_BIN_COUNT] = {"add", "sub",     "mul",    "div",
+                                              "pow", "maximum", "minimum"};
 
 static int check_float_pair(const char *op, const nn_tensor *a, const nn_tensor *b) {
   if (a->dtype != b->dtype || a->dtype == NN_DTYPE_I64)
-    return nn_seterr(NN_ERR_DTYPE, "%s: operands must be float32 or float64 of one dtype, got %s and %s",
-                     op, nn_dtype_name(a->dtype), nn_dtype_name(b->dtype));
+    return nn_seterr(NN_ERR_DTYPE,
+                     "%s: operands must be float32 or float64 of one dtype, got %s and %s", op,
+                     nn_dtype_name(a->dtype), nn_dtype_name(b->dtype));
   if (a->storage->device.type != b->storage->device.type)
     return nn_seterr(NN_ERR_DEVICE, "%s: operands on different devices (%s and %s)", op,
-                     nn_device_name(a->storage->device.type), nn_device_name(b->storage->device.type));
+                     nn_device_name(a->storage->device.type),
+                     nn_device_name(b->storage->device.type));
   return NN_OK;
 }
 
@@ -115,10 +118,18 @@ static int binary_backward(nn_node *n, nn_tensor *dout, nn_tensor **din) {
   if (n->needs_grad[0]) {
     switch (code) {
     case NN_BIN_ADD:
-    case NN_BIN_SUB: g = nn_tensor_retain(dout); break;
-    case NN_BIN_MUL: rc = binary_raw(&g, dout, b, NN_BIN_MUL); break;
-    case NN_BIN_DIV: rc = binary_raw(&g, dout, b, NN_BIN_DIV); break;
-    default: rc = binb(&din[0], dout, a, b, code, 0); break;
+    case NN_BIN_SUB:
+      g = nn_tensor_retain(dout);
+      break;
+    case NN_BIN_MUL:
+      rc = binary_raw(&g, dout, b, NN_BIN_MUL);
+      break;
+    case NN_BIN_DIV:
+      rc = binary_raw(&g, dout, b, NN_BIN_DIV);
+      break;
+    default:
+      rc = binb(&din[0], dout, a, b, code, 0);
+      break;
     }
     if (!rc && g) rc = reduce_to(&din[0], g, a);
     if (rc) return rc;
@@ -126,10 +137,18 @@ static int binary_backward(nn_node *n, nn_tensor *dout, nn_tensor **din) {
   if (n->needs_grad[1]) {
     g = NULL;
     switch (code) {
-    case NN_BIN_ADD: g = nn_tensor_retain(dout); break;
-    case NN_BIN_SUB: rc = scalar_raw(&g, dout, -1.0, NN_BIN_MUL, false); break;
-    case NN_BIN_MUL: rc = binary_raw(&g, dout, a, NN_BIN_MUL); break;
-    default: rc = binb(&din[1], dout, a, b, code, 1); break; /* div: -dout a / b^2 */
+    case NN_BIN_ADD:
+      g = nn_tensor_retain(dout);
+      break;
+    case NN_BIN_SUB:
+      rc = scalar_raw(&g, dout, -1.0, NN_BIN_MUL, false);
+      break;
+    case NN_BIN_MUL:
+      rc = binary_raw(&g, dout, a, NN_BIN_MUL);
+      break;
+    default:
+      rc = binb(&din[1], dout, a, b, code, 1);
+      break; /* div: -dout a / b^2 */
     }
     if (!rc && g) rc = reduce_to(&din[1], g, b);
   }
@@ -272,13 +291,13 @@ static const struct {
   const char *name;
   bool from_out; /* backward reads the output y (saved alias) rather than the input x */
 } un_info[NN_UN_COUNT] = {
-    [NN_UN_NEG] = {"neg", false},         [NN_UN_EXP] = {"exp", true},
-    [NN_UN_LOG] = {"log", false},         [NN_UN_SQRT] = {"sqrt", true},
-    [NN_UN_RSQRT] = {"rsqrt", true},      [NN_UN_ABS] = {"abs", false},
-    [NN_UN_POW] = {"pow", false},         [NN_UN_CLAMP] = {"clamp", false},
-    [NN_UN_RELU] = {"relu", true},        [NN_UN_LEAKY_RELU] = {"leaky_relu", false},
-    [NN_UN_TANH] = {"tanh", true},        [NN_UN_SIGMOID] = {"sigmoid", true},
-    [NN_UN_GELU] = {"gelu", false},       [NN_UN_GELU_TANH] = {"gelu", false},
+    [NN_UN_NEG] = {"neg", false},           [NN_UN_EXP] = {"exp", true},
+    [NN_UN_LOG] = {"log", false},           [NN_UN_SQRT] = {"sqrt", true},
+    [NN_UN_RSQRT] = {"rsqrt", true},        [NN_UN_ABS] = {"abs", false},
+    [NN_UN_POW] = {"pow", false},           [NN_UN_CLAMP] = {"clamp", false},
+    [NN_UN_RELU] = {"relu", true},          [NN_UN_LEAKY_RELU] = {"leaky_relu", false},
+    [NN_UN_TANH] = {"tanh", true},          [NN_UN_SIGMOID] = {"sigmoid", true},
+    [NN_UN_GELU] = {"gelu", false},         [NN_UN_GELU_TANH] = {"gelu", false},
     [NN_UN_SOFTPLUS] = {"softplus", false},
 };
 
@@ -342,8 +361,10 @@ int nn_pow_scalar(nn_tensor **out, nn_tensor *a, double p) {
 int nn_clamp(nn_tensor **out, nn_tensor *a, double lo, double hi) {
   *out = NULL;
   if (isnan(lo) || isnan(hi))
-    return nn_seterr(NN_ERR_ARG, "clamp: bounds must not be NaN (lo %g, hi %g); use -INFINITY or "
-                                 "INFINITY for a one-sided clamp", lo, hi);
+    return nn_seterr(NN_ERR_ARG,
+                     "clamp: bounds must not be NaN (lo %g, hi %g); use -INFINITY or "
+                     "INFINITY for a one-sided clamp",
+                     lo, hi);
   return unary(out, a, NN_UN_CLAMP, lo, hi);
 }
 
@@ -358,8 +379,10 @@ int nn_gelu(nn_tensor **out, nn_tensor *a, bool tanh_approx) {
 int nn_softplus(nn_tensor **out, nn_tensor *a, double beta, double threshold) {
   *out = NULL;
   if (beta == 0 || isnan(beta) || isnan(threshold))
-    return nn_seterr(NN_ERR_ARG, "softplus: beta must be nonzero and beta, threshold not NaN "
-                                 "(got beta %g, threshold %g)", beta, threshold);
+    return nn_seterr(NN_ERR_ARG,
+                     "softplus: beta must be nonzero and beta, threshold not NaN "
+                     "(got beta %g, threshold %g)",
+                     beta, threshold);
   return unary(out, a, NN_UN_SOFTPLUS, beta, threshold);
 }
 

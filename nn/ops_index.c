@@ -19,7 +19,8 @@
 
 static int check_idx_dtype(const char *op, const nn_tensor *idx) {
   if (idx->dtype != NN_DTYPE_I64)
-    return nn_seterr(NN_ERR_DTYPE, "%s: indices must be int64, got %s", op, nn_dtype_name(idx->dtype));
+    return nn_seterr(NN_ERR_DTYPE, "%s: indices must be int64, got %s", op,
+                     nn_dtype_name(idx->dtype));
   return NN_OK;
 }
 
@@ -48,7 +49,8 @@ static int check_range(const char *op, nn_tensor *idx, int64_t bound, const char
   if (rc) return rc;
   if (res[0] < 0) return NN_OK;
   char b[128];
-  return nn_seterr(NN_ERR_INDEX, "%s: index %lld at position %lld of indices %s is out of range "
+  return nn_seterr(NN_ERR_INDEX,
+                   "%s: index %lld at position %lld of indices %s is out of range "
                    "for %s: valid range is [0, %lld)",
                    op, (long long)res[1], (long long)res[0], nn_shape_str(idx, b, sizeof b), what,
                    (long long)bound);
@@ -184,7 +186,8 @@ int nn_embedding(nn_tensor **out, nn_tensor *weight, nn_tensor *idx) {
   if (weight->dtype == NN_DTYPE_I64)
     return nn_seterr(NN_ERR_DTYPE, "embedding: weight must be float32 or float64, got int64");
   if (idx->ndim + 1 > NN_MAX_DIMS)
-    return nn_seterr(NN_ERR_SHAPE, "embedding: indices %s leave no room for the D dim (at most %d dims)",
+    return nn_seterr(NN_ERR_SHAPE,
+                     "embedding: indices %s leave no room for the D dim (at most %d dims)",
                      nn_shape_str(idx, b1, sizeof b1), NN_MAX_DIMS);
   nn_tensor *flat = NULL, *rows = NULL;
   int64_t sh[NN_MAX_DIMS];
@@ -219,8 +222,7 @@ int nn_scatter_add(nn_tensor **out, nn_tensor *t, int dim, nn_tensor *idx, nn_te
   if (t->dtype != src->dtype)
     return nn_seterr(NN_ERR_DTYPE, "scatter_add: input and src must share a dtype, got %s and %s",
                      nn_dtype_name(t->dtype), nn_dtype_name(src->dtype));
-  if (idx->ndim != t->ndim || src->ndim != t->ndim)
-    goto bad_shape;
+  if (idx->ndim != t->ndim || src->ndim != t->ndim) goto bad_shape;
   for (int e = 0; e < t->ndim; e++)
     if (idx->shape[e] > src->shape[e] || (e != d && idx->shape[e] > t->shape[e])) goto bad_shape;
   char w[300];
@@ -253,10 +255,12 @@ int nn_scatter_add(nn_tensor **out, nn_tensor *t, int dim, nn_tensor *idx, nn_te
   release_on_error(rc, out);
   return rc;
 bad_shape:
-  return nn_seterr(NN_ERR_SHAPE, "scatter_add: input %s, indices %s, src %s: all need the same "
-                   "number of dims, indices no larger than src, and no larger than input off dim %d",
-                   nn_shape_str(t, b1, sizeof b1), nn_shape_str(idx, b2, sizeof b2),
-                   nn_shape_str(src, b3, sizeof b3), d);
+  return nn_seterr(
+      NN_ERR_SHAPE,
+      "scatter_add: input %s, indices %s, src %s: all need the same "
+      "number of dims, indices no larger than src, and no larger than input off dim %d",
+      nn_shape_str(t, b1, sizeof b1), nn_shape_str(idx, b2, sizeof b2),
+      nn_shape_str(src, b3, sizeof b3), d);
 }
 
 /* ---------------------------------------------------------------- one_hot */
@@ -267,7 +271,8 @@ int nn_one_hot(nn_tensor **out, nn_tensor *labels, int64_t num_classes) {
   int rc = check_idx_dtype("one_hot", labels);
   if (rc) return rc;
   if (num_classes < 1)
-    return nn_seterr(NN_ERR_ARG, "one_hot: num_classes must be >= 1, got %lld", (long long)num_classes);
+    return nn_seterr(NN_ERR_ARG, "one_hot: num_classes must be >= 1, got %lld",
+                     (long long)num_classes);
   if (labels->ndim + 1 > NN_MAX_DIMS)
     return nn_seterr(NN_ERR_SHAPE, "one_hot: labels %s leave no room for the class dim",
                      nn_shape_str(labels, b, sizeof b));
@@ -379,9 +384,10 @@ static int concat_impl(nn_tensor **out, int n, nn_tensor *const *ts, int d, cons
     for (int e = 0; ok && e < t0->ndim; e++)
       if (e != d && t->shape[e] != t0->shape[e]) ok = false;
     if (!ok)
-      return nn_seterr(NN_ERR_SHAPE, "%s: input %d has shape %s but input 0 has shape %s; all "
-                       "dims but %d must match", name, i, nn_shape_str(t, b1, sizeof b1),
-                       nn_shape_str(t0, b2, sizeof b2), d);
+      return nn_seterr(NN_ERR_SHAPE,
+                       "%s: input %d has shape %s but input 0 has shape %s; all "
+                       "dims but %d must match",
+                       name, i, nn_shape_str(t, b1, sizeof b1), nn_shape_str(t0, b2, sizeof b2), d);
     sh[d] += t->shape[d];
   }
   int rc = nn_tensor_empty(out, t0->ndim, sh, t0->dtype, t0->storage->device);
@@ -418,9 +424,10 @@ int nn_stack(nn_tensor **out, int n, nn_tensor *const *ts, int dim) {
                      nn_shape_str(ts[0], b1, sizeof b1));
   for (int i = 1; i < n; i++)
     if (!nn_tensor_same_shape(ts[i], ts[0]))
-      return nn_seterr(NN_ERR_SHAPE, "stack: input %d has shape %s but input 0 has shape %s; all "
-                       "must match", i, nn_shape_str(ts[i], b1, sizeof b1),
-                       nn_shape_str(ts[0], b2, sizeof b2));
+      return nn_seterr(NN_ERR_SHAPE,
+                       "stack: input %d has shape %s but input 0 has shape %s; all "
+                       "must match",
+                       i, nn_shape_str(ts[i], b1, sizeof b1), nn_shape_str(ts[0], b2, sizeof b2));
   nn_tensor **u = calloc((size_t)n, sizeof *u);
   if (!u) return nn_seterr(NN_ERR_NOMEM, "stack: out of memory");
   int rc = NN_OK;
@@ -444,7 +451,8 @@ int nn_split(nn_tensor **outs, nn_tensor *t, int n, const int64_t *sizes, int di
     total += sizes[i];
   }
   if (total != t->shape[d])
-    return nn_seterr(NN_ERR_SHAPE, "split: sizes add up to %lld but dim %d of shape %s has size %lld",
+    return nn_seterr(NN_ERR_SHAPE,
+                     "split: sizes add up to %lld but dim %d of shape %s has size %lld",
                      (long long)total, d, nn_shape_str(t, b, sizeof b), (long long)t->shape[d]);
   int64_t start = 0;
   for (int i = 0; i < n && !rc; i++) {

@@ -357,13 +357,15 @@ static int sort_impl(nn_tensor **values, nn_tensor **indices, nn_tensor *t, int6
     return rc;
   }
   *values = v;
-  if (indices) *indices = ix;
-  else nn_tensor_free(ix);
+  if (indices)
+    *indices = ix;
+  else
+    nn_tensor_free(ix);
   return NN_OK;
 }
 
-int nn_topk(nn_tensor **values, nn_tensor **indices, nn_tensor *t, int64_t k, int dim,
-            bool largest, bool sorted) {
+int nn_topk(nn_tensor **values, nn_tensor **indices, nn_tensor *t, int64_t k, int dim, bool largest,
+            bool sorted) {
   (void)sorted; /* always sorted: the kernel orders the k it keeps */
   return sort_impl(values, indices, t, k, dim, largest, true, "topk");
 }
@@ -439,8 +441,9 @@ int nn_log_softmax(nn_tensor **out, nn_tensor *t, int dim) {
 
 static int check_red(const char *op, nn_reduction red) {
   if ((unsigned)red > NN_REDUCTION_NONE)
-    return nn_seterr(NN_ERR_ARG, "%s: unknown reduction %d (expected NN_REDUCTION_MEAN, "
-                                 "NN_REDUCTION_SUM or NN_REDUCTION_NONE)",
+    return nn_seterr(NN_ERR_ARG,
+                     "%s: unknown reduction %d (expected NN_REDUCTION_MEAN, "
+                     "NN_REDUCTION_SUM or NN_REDUCTION_NONE)",
                      op, (int)red);
   return NN_OK;
 }
@@ -467,9 +470,9 @@ static int check_labeled(const char *op, const char *what, const nn_tensor *x,
     return nn_seterr(NN_ERR_DTYPE, "%s: labels must be int64 class indices, got %s", op,
                      nn_dtype_name(labels->dtype));
   if (labels->ndim != 1 || labels->shape[0] != x->shape[0])
-    return nn_seterr(NN_ERR_SHAPE, "%s: %s %s and labels %s: expected labels of shape (%lld,)",
-                     op, what, nn_shape_str(x, b1, sizeof b1),
-                     nn_shape_str(labels, b2, sizeof b2), (long long)x->shape[0]);
+    return nn_seterr(NN_ERR_SHAPE, "%s: %s %s and labels %s: expected labels of shape (%lld,)", op,
+                     what, nn_shape_str(x, b1, sizeof b1), nn_shape_str(labels, b2, sizeof b2),
+                     (long long)x->shape[0]);
   return NN_OK;
 }
 
@@ -649,7 +652,8 @@ int nn_mse_loss(nn_tensor **out, nn_tensor *a, nn_tensor *b, nn_reduction red) {
   int rc = check_red("mse_loss", red);
   if (rc) return rc;
   if (a->dtype != b->dtype || a->dtype == NN_DTYPE_I64)
-    return nn_seterr(NN_ERR_DTYPE, "mse_loss: operands must be float32 or float64 of one dtype, got %s and %s",
+    return nn_seterr(NN_ERR_DTYPE,
+                     "mse_loss: operands must be float32 or float64 of one dtype, got %s and %s",
                      nn_dtype_name(a->dtype), nn_dtype_name(b->dtype));
   if (!nn_tensor_same_shape(a, b))
     return nn_seterr(NN_ERR_SHAPE, "mse_loss: shapes %s and %s differ (no broadcasting)",

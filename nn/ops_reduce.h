@@ -90,8 +90,7 @@ int nn_cross_entropy(nn_tensor **out, nn_tensor *logits, nn_tensor *labels, nn_r
  * Targets are not checked to be a distribution (rows need not sum to 1). Gradients to the logits,
  * (softmax * sum(targets) - targets) * dout, and to the targets when they require grad,
  * -log_softmax(logits) * dout. Errors as nn_cross_entropy (shapes must match). */
-int nn_cross_entropy_soft(nn_tensor **out, nn_tensor *logits, nn_tensor *targets,
-                          nn_reduction red);
+int nn_cross_entropy_soft(nn_tensor **out, nn_tensor *logits, nn_tensor *targets, nn_reduction red);
 
 /* Negative log-likelihood of log-probabilities logp (N, C) (typically nn_log_softmax's output)
  * at labels (N,) int64: loss_n = -logp[n, labels[n]]. Reduction, errors and gradient (to logp)
@@ -110,8 +109,8 @@ int nn_mse_loss(nn_tensor **out, nn_tensor *a, nn_tensor *b, nn_reduction red);
  * the largest value. The result is always in sorted order (best first), so sorted = false is
  * accepted and gives the same answer. indices may be NULL. k < 0 or k larger than the dim is
  * NN_ERR_ARG. The gradient of values scatters back to the selected positions. */
-int nn_topk(nn_tensor **values, nn_tensor **indices, nn_tensor *t, int64_t k, int dim,
-            bool largest, bool sorted);
+int nn_topk(nn_tensor **values, nn_tensor **indices, nn_tensor *t, int64_t k, int dim, bool largest,
+            bool sorted);
 
 /* Stable sort along dim, ascending or descending (equal elements keep their order; NaN last
  * ascending, first descending). indices (int64, may be NULL) gives each value's original

@@ -12,10 +12,11 @@
 #include <string.h>
 
 typedef struct pstate {
-  nn_tensor *p;          /* borrowed */
+  nn_tensor *p; /* borrowed */
   int group;
-  nn_tensor *buf[3];     /* SGD: momentum; Adam: exp_avg, exp_avg_sq; RMSProp: square_avg, momentum, grad_avg */
-  bool started;          /* SGD momentum initialised */
+  nn_tensor *buf[3]; /* SGD: momentum; Adam: exp_avg, exp_avg_sq; RMSProp: square_avg, momentum,
+                        grad_avg */
+  bool started;      /* SGD momentum initialised */
 } pstate;
 
 struct nn_optim {
@@ -46,10 +47,19 @@ nn_optim_opts nn_optim_defaults(nn_optim_kind kind) {
   o.eps = 1e-8;
   o.alpha = 0.99;
   switch (kind) {
-  case NN_OPTIM_SGD: o.lr = 0.01; break;
-  case NN_OPTIM_ADAM: o.lr = 1e-3; break;
-  case NN_OPTIM_ADAMW: o.lr = 1e-3; o.weight_decay = 0.01; break;
-  case NN_OPTIM_RMSPROP: o.lr = 0.01; break;
+  case NN_OPTIM_SGD:
+    o.lr = 0.01;
+    break;
+  case NN_OPTIM_ADAM:
+    o.lr = 1e-3;
+    break;
+  case NN_OPTIM_ADAMW:
+    o.lr = 1e-3;
+    o.weight_decay = 0.01;
+    break;
+  case NN_OPTIM_RMSPROP:
+    o.lr = 0.01;
+    break;
   }
   return o;
 }
@@ -64,7 +74,8 @@ static int check_opts(nn_optim_kind kind, const nn_optim_opts *o) {
     return nn_seterr(NN_ERR_ARG, "SGD: Nesterov momentum requires a momentum and zero dampening");
   if ((kind == NN_OPTIM_ADAM || kind == NN_OPTIM_ADAMW) &&
       (!(o->beta1 >= 0 && o->beta1 < 1) || !(o->beta2 >= 0 && o->beta2 < 1)))
-    return nn_seterr(NN_ERR_ARG, "%s: betas must be in [0, 1), got (%g, %g)", k, o->beta1, o->beta2);
+    return nn_seterr(NN_ERR_ARG, "%s: betas must be in [0, 1), got (%g, %g)", k, o->beta1,
+                     o->beta2);
   if (!(o->eps >= 0)) return nn_seterr(NN_ERR_ARG, "%s: invalid eps %g", k, o->eps);
   if (kind == NN_OPTIM_RMSPROP && !(o->alpha >= 0 && o->alpha <= 1))
     return nn_seterr(NN_ERR_ARG, "RMSProp: alpha must be in [0, 1], got %g", o->alpha);
@@ -74,7 +85,8 @@ static int check_opts(nn_optim_kind kind, const nn_optim_opts *o) {
 int nn_optim_new(nn_optim **out, nn_optim_kind kind, int n, nn_tensor *const *params,
                  const nn_optim_opts *o) {
   *out = NULL;
-  if ((unsigned)kind > NN_OPTIM_RMSPROP) return nn_seterr(NN_ERR_ARG, "optim: unknown kind %d", (int)kind);
+  if ((unsigned)kind > NN_OPTIM_RMSPROP)
+    return nn_seterr(NN_ERR_ARG, "optim: unknown kind %d", (int)kind);
   nn_optim *opt = calloc(1, sizeof *opt);
   if (!opt) return nn_seterr(NN_ERR_NOMEM, "optim: out of memory");
   opt->kind = kind;
@@ -107,7 +119,8 @@ int nn_optim_add_group(nn_optim *opt, int n, nn_tensor *const *params, const nn_
       return nn_seterr(NN_ERR_DTYPE, "%s: parameter %d is %s; optimizers update float32 tensors",
                        nn_optim_kind_name(opt->kind), i, nn_dtype_name(params[i]->dtype));
     if (!nn_tensor_is_contiguous(params[i]))
-      return nn_seterr(NN_ERR_ARG, "%s: parameter %d is not contiguous", nn_optim_kind_name(opt->kind), i);
+      return nn_seterr(NN_ERR_ARG, "%s: parameter %d is not contiguous",
+                       nn_optim_kind_name(opt->kind), i);
     for (int j = 0; j < opt->n; j++)
       if (opt->ps[j].p == params[i])
         return nn_seterr(NN_ERR_ARG, "%s: parameter %d appears in more than one group",
@@ -251,8 +264,10 @@ static int validate_state(nn_optim *opt, int n, const nn_named *state, int *idx)
     int i = -1, k = -1;
     char bn[64];
     if (sscanf(state[j].name, "%d.%63s", &i, bn) != 2 || i < 0 || i >= opt->n)
-      return nn_seterr(NN_ERR_ARG, "optim load: state entry \"%s\" does not match an optimizer "
-                                   "over %d parameters", state[j].name, opt->n);
+      return nn_seterr(NN_ERR_ARG,
+                       "optim load: state entry \"%s\" does not match an optimizer "
+                       "over %d parameters",
+                       state[j].name, opt->n);
     for (int q = 0; q < 3; q++)
       if (buf_names[opt->kind][q] && !strcmp(buf_names[opt->kind][q], bn)) k = q;
     if (k < 0)
@@ -316,7 +331,8 @@ int nn_clip_grad_norm(double *total_norm, int n, nn_tensor *const *params, doubl
   }
   double norm = sqrt(ss);
   *total_norm = norm;
-  if (!(max_norm > 0)) return nn_seterr(NN_ERR_ARG, "clip_grad_norm: max_norm must be positive, got %g", max_norm);
+  if (!(max_norm > 0))
+    return nn_seterr(NN_ERR_ARG, "clip_grad_norm: max_norm must be positive, got %g", max_norm);
   double coef = max_norm / (norm + 1e-6); /* PyTorch's rule */
   if (coef < 1)
     for (int i = 0; i < n; i++)

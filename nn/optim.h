@@ -25,9 +25,9 @@ typedef struct nn_optim_opts {
   double momentum, dampening; /* SGD, RMSProp (momentum) */
   bool nesterov;              /* SGD */
   double weight_decay;
-  double beta1, beta2, eps;   /* Adam, AdamW; eps also RMSProp */
-  double alpha;               /* RMSProp smoothing */
-  bool centered;              /* RMSProp */
+  double beta1, beta2, eps; /* Adam, AdamW; eps also RMSProp */
+  double alpha;             /* RMSProp smoothing */
+  bool centered;            /* RMSProp */
 } nn_optim_opts;
 
 /* PyTorch's defaults for the kind: SGD lr 0.01; Adam lr 1e-3, betas (0.9, 0.999), eps 1e-8;

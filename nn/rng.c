@@ -104,8 +104,10 @@ int nn_uniform_(nn_tensor *t, double lo, double hi, nn_rng *rng) {
 
 int nn_normal_(nn_tensor *t, double mean, double std, nn_rng *rng) {
   if (!isfinite(mean) || !(std >= 0) || !isfinite(std))
-    return nn_seterr(NN_ERR_ARG, "normal_: needs a finite mean and a finite std >= 0, got mean %g, "
-                     "std %g", mean, std);
+    return nn_seterr(NN_ERR_ARG,
+                     "normal_: needs a finite mean and a finite std >= 0, got mean %g, "
+                     "std %g",
+                     mean, std);
   nn_op_params p = {0};
   p.f[0] = mean;
   p.f[1] = std;
@@ -164,7 +166,8 @@ int nn_categorical(nn_tensor **out, nn_tensor *probs, int64_t n_samples, nn_rng 
   if (probs->dtype == NN_DTYPE_I64)
     return nn_seterr(NN_ERR_DTYPE, "categorical: probs must be float32 or float64, got int64");
   if (n_samples < 0)
-    return nn_seterr(NN_ERR_ARG, "categorical: n_samples must be >= 0, got %lld", (long long)n_samples);
+    return nn_seterr(NN_ERR_ARG, "categorical: n_samples must be >= 0, got %lld",
+                     (long long)n_samples);
   nn_rng *r = rng_or_default(rng);
   /* the kernel sees (N, C) probs and writes (N, S) */
   nn_tensor p2 = *probs; /* geometry only: shares probs' storage, never freed */

@@ -53,8 +53,8 @@ void nn_manual_seed(uint64_t seed);
 /* Word w (0..3) of block b of generator r, without advancing it. */
 uint32_t nn_rng_word(const nn_rng *r, uint64_t block, int w);
 /* Scalar draws that advance r by one block each (for host-side decisions: shuffles, choices). */
-double nn_rng_uniform(nn_rng *r);                 /* (0, 1) with 24-bit resolution as above */
-uint64_t nn_rng_below(nn_rng *r, uint64_t n);     /* uniform integer in [0, n) from 64 bits */
+double nn_rng_uniform(nn_rng *r);             /* (0, 1) with 24-bit resolution as above */
+uint64_t nn_rng_below(nn_rng *r, uint64_t n); /* uniform integer in [0, n) from 64 bits */
 
 /* ---- random tensors ----
  * rng NULL means nn_default_rng(). Each call advances the generator as the rules above say and

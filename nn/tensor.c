@@ -56,9 +56,12 @@ const char *nn_shape_str(const nn_tensor *t, char *buf, size_t n) {
 
 const char *nn_dtype_name(nn_dtype dt) {
   switch (dt) {
-  case NN_DTYPE_F32: return "float32";
-  case NN_DTYPE_F64: return "float64";
-  case NN_DTYPE_I64: return "int64";
+  case NN_DTYPE_F32:
+    return "float32";
+  case NN_DTYPE_F64:
+    return "float64";
+  case NN_DTYPE_I64:
+    return "int64";
   }
   return "?";
 }
@@ -203,8 +206,8 @@ static int check_shape(const char *op, int ndim, const int64_t *shape) {
                      NN_MAX_DIMS);
   for (int d = 0; d < ndim; d++)
     if (shape[d] < 0)
-      return nn_seterr(NN_ERR_SHAPE, "%s: negative size %lld at dim %d", op,
-                       (long long)shape[d], d);
+      return nn_seterr(NN_ERR_SHAPE, "%s: negative size %lld at dim %d", op, (long long)shape[d],
+                       d);
   return NN_OK;
 }
 
@@ -323,9 +326,12 @@ double nn_tensor_get_flat(const nn_tensor *t, int64_t i) {
   int64_t o = flat_to_offset(t, i);
   void *p = nn_tensor_data(t);
   switch (t->dtype) {
-  case NN_DTYPE_F32: return ((float *)p)[o];
-  case NN_DTYPE_F64: return ((double *)p)[o];
-  case NN_DTYPE_I64: return (double)((int64_t *)p)[o];
+  case NN_DTYPE_F32:
+    return ((float *)p)[o];
+  case NN_DTYPE_F64:
+    return ((double *)p)[o];
+  case NN_DTYPE_I64:
+    return (double)((int64_t *)p)[o];
   }
   return 0;
 }
@@ -335,9 +341,15 @@ void nn_tensor_set_flat(nn_tensor *t, int64_t i, double v) {
   int64_t o = flat_to_offset(t, i);
   void *p = nn_tensor_data(t);
   switch (t->dtype) {
-  case NN_DTYPE_F32: ((float *)p)[o] = (float)v; break;
-  case NN_DTYPE_F64: ((double *)p)[o] = v; break;
-  case NN_DTYPE_I64: ((int64_t *)p)[o] = (int64_t)v; break;
+  case NN_DTYPE_F32:
+    ((float *)p)[o] = (float)v;
+    break;
+  case NN_DTYPE_F64:
+    ((double *)p)[o] = v;
+    break;
+  case NN_DTYPE_I64:
+    ((int64_t *)p)[o] = (int64_t)v;
+    break;
   }
 }
 
@@ -521,8 +533,9 @@ int nn_view(nn_tensor **out, nn_tensor *t, int ndim, const int64_t *shape) {
     for (int d = 0; d < ndim; d++)
       k += (size_t)snprintf(b2 + k, sizeof b2 - k, d ? ", %lld" : "%lld", (long long)sh[d]);
     snprintf(b2 + k, sizeof b2 - k, ")");
-    return nn_seterr(NN_ERR_SHAPE, "reshape: shape %s is invalid for input of shape %s (%lld elements)",
-                     b2, nn_shape_str(t, b, sizeof b), (long long)n);
+    return nn_seterr(NN_ERR_SHAPE,
+                     "reshape: shape %s is invalid for input of shape %s (%lld elements)", b2,
+                     nn_shape_str(t, b, sizeof b), (long long)n);
   }
   if (!nn_tensor_is_contiguous(t))
     return nn_seterr(NN_ERR_SHAPE, "view: tensor of shape %s is not contiguous; use reshape",
@@ -604,7 +617,8 @@ int nn_slice(nn_tensor **out, nn_tensor *t, int dim, int64_t start, int64_t stop
   if (d < 0 || t->ndim == 0)
     return nn_seterr(NN_ERR_INDEX, "slice: dim %d out of range for shape %s", dim,
                      nn_shape_str(t, b, sizeof b));
-  if (step <= 0) return nn_seterr(NN_ERR_ARG, "slice: step must be positive, got %lld", (long long)step);
+  if (step <= 0)
+    return nn_seterr(NN_ERR_ARG, "slice: step must be positive, got %lld", (long long)step);
   int64_t n = t->shape[d];
   if (start < 0) start += n;
   if (stop < 0) stop += n;
@@ -726,8 +740,8 @@ int nn_flatten(nn_tensor **out, nn_tensor *t, int start_dim, int end_dim) {
   if (t->ndim == 0) return nn_reshape(out, t, 1, (int64_t[]){1});
   int s = nn_wrap_dim(start_dim, t->ndim), e = nn_wrap_dim(end_dim, t->ndim);
   if (s < 0 || e < 0 || s > e)
-    return nn_seterr(NN_ERR_INDEX, "flatten: dims %d..%d invalid for shape %s", start_dim,
-                     end_dim, nn_shape_str(t, b, sizeof b));
+    return nn_seterr(NN_ERR_INDEX, "flatten: dims %d..%d invalid for shape %s", start_dim, end_dim,
+                     nn_shape_str(t, b, sizeof b));
   int64_t sh[NN_MAX_DIMS];
   int k = 0;
   for (int d = 0; d < s; d++) sh[k++] = t->shape[d];
@@ -741,8 +755,10 @@ int nn_flatten(nn_tensor **out, nn_tensor *t, int start_dim, int end_dim) {
 static int apply_view(nn_tensor **out, nn_tensor *base, const nn_node *n) {
   const nn_op_params *p = &n->p;
   switch ((view_kind)p->i[15]) {
-  case V_RESHAPE: return nn_view(out, base, (int)p->i[0], &p->i[1]);
-  case V_TRANSPOSE: return nn_transpose(out, base, (int)p->i[0], (int)p->i[1]);
+  case V_RESHAPE:
+    return nn_view(out, base, (int)p->i[0], &p->i[1]);
+  case V_TRANSPOSE:
+    return nn_transpose(out, base, (int)p->i[0], (int)p->i[1]);
   case V_PERMUTE: {
     int perm[NN_MAX_DIMS];
     for (int d = 0; d < base->ndim; d++) perm[d] = (int)p->i[d];
@@ -752,7 +768,8 @@ static int apply_view(nn_tensor **out, nn_tensor *base, const nn_node *n) {
   case V_SLICE:
     return nn_slice(out, base, (int)p->i[0], p->i[1], p->i[1] + (p->i[2] - 1) * p->i[3] + 1,
                     p->i[3]);
-  case V_EXPAND: return nn_expand(out, base, (int)p->i[0], &p->i[1]);
+  case V_EXPAND:
+    return nn_expand(out, base, (int)p->i[0], &p->i[1]);
   }
   return nn_seterr(NN_ERR_STATE, "view backward: unknown view kind");
 }
@@ -822,8 +839,9 @@ int nn_broadcast_shape(const char *op, const nn_tensor *a, const nn_tensor *b, i
     int64_t sa = da >= 0 ? a->shape[da] : 1, sb = db >= 0 ? b->shape[db] : 1;
     if (sa != sb && sa != 1 && sb != 1) {
       char b1[128], b2[128];
-      return nn_seterr(NN_ERR_SHAPE, "%s: shapes %s and %s cannot be broadcast (dim %d: %lld vs %lld)",
-                       op, nn_shape_str(a, b1, sizeof b1), nn_shape_str(b, b2, sizeof b2), d,
+      return nn_seterr(NN_ERR_SHAPE,
+                       "%s: shapes %s and %s cannot be broadcast (dim %d: %lld vs %lld)", op,
+                       nn_shape_str(a, b1, sizeof b1), nn_shape_str(b, b2, sizeof b2), d,
                        (long long)sa, (long long)sb);
     }
     shape[d] = sa == 1 ? sb : sa;
@@ -860,8 +878,10 @@ static int to_device_backward(nn_node *n, nn_tensor *dout, nn_tensor **din) {
 static int cross_copy(nn_tensor *dst, const nn_tensor *src) {
   size_t nb = (size_t)nn_tensor_numel(src) * nn_dtype_size(src->dtype);
   nn_device_type sd = src->storage->device.type, dd = dst->storage->device.type;
-  if (sd == NN_DEVICE_CPU) return nn_backend_get(dd)->from_host(nn_tensor_data(dst), nn_tensor_data(src), nb);
-  if (dd == NN_DEVICE_CPU) return nn_backend_get(sd)->to_host(nn_tensor_data(dst), nn_tensor_data(src), nb);
+  if (sd == NN_DEVICE_CPU)
+    return nn_backend_get(dd)->from_host(nn_tensor_data(dst), nn_tensor_data(src), nb);
+  if (dd == NN_DEVICE_CPU)
+    return nn_backend_get(sd)->to_host(nn_tensor_data(dst), nn_tensor_data(src), nb);
   nn_tensor *h = NULL;
   int rc = nn_tensor_empty(&h, src->ndim, src->shape, src->dtype, nn_cpu);
   if (!rc) rc = nn_backend_get(sd)->to_host(nn_tensor_data(h), nn_tensor_data(src), nb);
@@ -879,8 +899,10 @@ int nn_to_device(nn_tensor **out, nn_tensor *t, nn_device dev) {
   }
   const nn_backend_i *be = nn_backend_get(dev.type);
   if (!be)
-    return nn_seterr(NN_ERR_DEVICE, "to: device %s is not available in this build (built without it, "
-                                    "or no such device)", nn_device_name(dev.type));
+    return nn_seterr(NN_ERR_DEVICE,
+                     "to: device %s is not available in this build (built without it, "
+                     "or no such device)",
+                     nn_device_name(dev.type));
   nn_tensor *c = NULL, *o = NULL;
   int rc = nn_contiguous(&c, t); /* on t's own device */
   if (!rc) rc = nn_tensor_empty(&o, t->ndim, t->shape, t->dtype, dev);

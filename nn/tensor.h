@@ -26,14 +26,14 @@ extern "C" {
 /* Result codes. */
 enum {
   NN_OK = 0,
-  NN_ERR_SHAPE = -1,       /* shapes do not fit the op */
-  NN_ERR_DTYPE = -2,       /* dtype not accepted by the op */
-  NN_ERR_INDEX = -3,       /* index or dimension out of range */
-  NN_ERR_DEVICE = -4,      /* op not implemented on the device, or devices mixed */
-  NN_ERR_NOMEM = -5,       /* allocation failed */
-  NN_ERR_ARG = -6,         /* other invalid argument (negative size, bad option) */
-  NN_ERR_STATE = -7,       /* invalid state (backward twice through a freed graph, ...) */
-  NN_ERR_IO = -8,          /* file missing, truncated or corrupt */
+  NN_ERR_SHAPE = -1,  /* shapes do not fit the op */
+  NN_ERR_DTYPE = -2,  /* dtype not accepted by the op */
+  NN_ERR_INDEX = -3,  /* index or dimension out of range */
+  NN_ERR_DEVICE = -4, /* op not implemented on the device, or devices mixed */
+  NN_ERR_NOMEM = -5,  /* allocation failed */
+  NN_ERR_ARG = -6,    /* other invalid argument (negative size, bad option) */
+  NN_ERR_STATE = -7,  /* invalid state (backward twice through a freed graph, ...) */
+  NN_ERR_IO = -8,     /* file missing, truncated or corrupt */
 };
 
 typedef enum { NN_DTYPE_F32 = 0, NN_DTYPE_F64 = 1, NN_DTYPE_I64 = 2 } nn_dtype;
@@ -71,8 +71,8 @@ struct nn_tensor {
 };
 
 /* ---- errors ---- */
-const char *nn_errmsg(void);             /* message of the last failed call on this thread */
-int nn_errcode(void);                    /* code of the last failed call on this thread */
+const char *nn_errmsg(void); /* message of the last failed call on this thread */
+int nn_errcode(void);        /* code of the last failed call on this thread */
 int nn_seterr(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void nn_clearerr(void);
 /* Writes "(2, 3, 4)" into buf; returns buf. For error messages. */
@@ -82,9 +82,9 @@ const char *nn_device_name(nn_device_type d);
 size_t nn_dtype_size(nn_dtype dt);
 
 /* Always-on assert for broken invariants (never for user input). */
-#define NN_ASSERT(c)                                                                           \
-  do {                                                                                         \
-    if (!(c)) nn_assert_fail(__FILE__, __LINE__, #c);                                          \
+#define NN_ASSERT(c)                                                                               \
+  do {                                                                                             \
+    if (!(c)) nn_assert_fail(__FILE__, __LINE__, #c);                                              \
   } while (0)
 void nn_assert_fail(const char *file, int line, const char *expr) __attribute__((noreturn));
 

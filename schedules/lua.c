@@ -62,8 +62,8 @@ static const schedules_info *checkinfo(lua_State *L, const char *name) {
 
 /* ---------------------------------------------------------------- construction */
 
-static const char *const common_opts[] = {"base_lr", "total_steps", "min_lr", "warmup",
-                                          "warmup_frac", "every", NULL};
+static const char *const common_opts[] = {"base_lr",     "total_steps", "min_lr", "warmup",
+                                          "warmup_frac", "every",       NULL};
 
 /* Builds the schedule of row info from the options table at idx and pushes it. */
 static int push_new(lua_State *L, const schedules_info *info, int idx) {
@@ -71,7 +71,8 @@ static int push_new(lua_State *L, const schedules_info *info, int idx) {
   const char *known[16];
   int n = 0;
   for (int i = 0; common_opts[i]; i++) known[n++] = common_opts[i];
-  for (int i = 0; i < SCHEDULES_MAX_KNOBS && info->knobs[i].name; i++) known[n++] = info->knobs[i].name;
+  for (int i = 0; i < SCHEDULES_MAX_KNOBS && info->knobs[i].name; i++)
+    known[n++] = info->knobs[i].name;
   if (info->flags & SCHEDULES_MILESTONES) known[n++] = "milestones";
   known[n] = NULL;
   luaL_checktype(L, idx, LUA_TTABLE);
@@ -101,9 +102,10 @@ static int push_new(lua_State *L, const schedules_info *info, int idx) {
   char err[512];
   for (int i = 0; i < SCHEDULES_MAX_KNOBS && info->knobs[i].name; i++) {
     const schedules_knob *k = &info->knobs[i];
-    double v = k->flags & SCHEDULES_KNOB_BOOL  ? wb_lua_optboolean(L, idx, k->name, k->def != 0)
-               : k->flags & SCHEDULES_KNOB_INT ? (double)wb_lua_optinteger(L, idx, k->name, (lua_Integer)k->def)
-                                               : wb_lua_optnumber(L, idx, k->name, k->def);
+    double v = k->flags & SCHEDULES_KNOB_BOOL ? wb_lua_optboolean(L, idx, k->name, k->def != 0)
+               : k->flags & SCHEDULES_KNOB_INT
+                   ? (double)wb_lua_optinteger(L, idx, k->name, (lua_Integer)k->def)
+                   : wb_lua_optnumber(L, idx, k->name, k->def);
     if (schedules_opts_set(&o, info, k->name, v, err, sizeof err)) return luaL_error(L, "%s", err);
   }
   if (info->flags & SCHEDULES_MILESTONES) {
@@ -214,8 +216,9 @@ static int64_t checkstep(lua_State *L, int arg, const schedules_sched *s) {
   lua_Integer step = luaL_checkinteger(L, arg);
   int64_t T = schedules_sched_opts(s)->total_steps;
   if (step < 0 || step > T)
-    luaL_argerror(L, arg, lua_pushfstring(L, "step %I is outside 0 .. total_steps (%I)", step,
-                                          (lua_Integer)T));
+    luaL_argerror(
+        L, arg,
+        lua_pushfstring(L, "step %I is outside 0 .. total_steps (%I)", step, (lua_Integer)T));
   return step;
 }
 

@@ -100,18 +100,27 @@ double schedules_rex_profile(double z, const schedules_opts *o) {
 
 const schedules_info schedules_table[] = {
     {"constant", schedules_constant_profile, "1", M, {{NULL}}},
-    {"step", schedules_step_profile, "gamma^floor(z / step_size)", M,
+    {"step",
+     schedules_step_profile,
+     "gamma^floor(z / step_size)",
+     M,
      {{"step_size", 1.0 / 3.0, 0, 1, LO, "decay period as a fraction of the budget"},
       {"gamma", 0.1, 0, 1, 0, "factor per decay"},
       {NULL}}},
-    {"multistep", schedules_multistep_profile, "gamma^(number of milestones <= z)",
+    {"multistep",
+     schedules_multistep_profile,
+     "gamma^(number of milestones <= z)",
      M | SCHEDULES_MILESTONES,
      {{"gamma", 0.1, 0, 1, 0, "factor per milestone"}, {NULL}}},
-    {"exponential", schedules_exponential_profile, "gamma^z", M,
+    {"exponential",
+     schedules_exponential_profile,
+     "gamma^z",
+     M,
      {{"gamma", 0.01, 0, 1, LO, "f(1): the factor over the whole budget"}, {NULL}}},
     {"linear", schedules_linear_profile, "1 - z", M | Z, {{NULL}}},
     {"cosine", schedules_cosine_profile, "(1 + cos(pi z)) / 2", M | Z, {{NULL}}},
-    {"onecycle", schedules_onecycle_profile,
+    {"onecycle",
+     schedules_onecycle_profile,
      "cosine from 1/div_factor up to 1 over pct_start, then down to "
      "1/(div_factor final_div_factor)",
      0,
@@ -119,11 +128,19 @@ const schedules_info schedules_table[] = {
       {"div_factor", 25, 1, HUGE_VAL, 0, "f(0) = 1 / div_factor"},
       {"final_div_factor", 1e4, 1, HUGE_VAL, 0, "f(1) = 1 / (div_factor final_div_factor)"},
       {NULL}}},
-    {"poly", schedules_poly_profile, "(1 - z)^power", M | Z,
+    {"poly",
+     schedules_poly_profile,
+     "(1 - z)^power",
+     M | Z,
      {{"power", 2, 0, HUGE_VAL, LO, "exponent (1: linear)"}, {NULL}}},
-    {"invsqrt", schedules_invsqrt_profile, "1 / sqrt(1 + z / tau)", M,
+    {"invsqrt",
+     schedules_invsqrt_profile,
+     "1 / sqrt(1 + z / tau)",
+     M,
      {{"tau", 0.05, 0, HUGE_VAL, LO, "time scale as a fraction of the budget"}, {NULL}}},
-    {"plateau", schedules_plateau_profile, "1, times factor at each plateau of the metric",
+    {"plateau",
+     schedules_plateau_profile,
+     "1, times factor at each plateau of the metric",
      M | SCHEDULES_METRIC,
      {{"factor", 0.1, 0, 1, HI, "lr factor at each reduction"},
       {"patience", 10, 0, 1e9, SCHEDULES_KNOB_INT, "observations without improvement tolerated"},
@@ -131,7 +148,10 @@ const schedules_info schedules_table[] = {
       {"cooldown", 0, 0, 1e9, SCHEDULES_KNOB_INT, "observations ignored after a reduction"},
       {"maximize", 0, 0, 1, SCHEDULES_KNOB_BOOL, "true: higher metrics are better"},
       {NULL}}},
-    {"rex", schedules_rex_profile, "(1 - z) / (1 - d z)", M | Z,
+    {"rex",
+     schedules_rex_profile,
+     "(1 - z) / (1 - d z)",
+     M | Z,
      {{"d", 0.5, 0, 1, HI, "0.5: the paper's REX; 0: linear; 0.9: a public variant"}, {NULL}}},
     {NULL, NULL, NULL, 0, {{NULL}}},
 };
@@ -152,8 +172,8 @@ size_t schedules_names(char *buf, size_t buf_size) {
   if (buf && buf_size) buf[0] = '\0';
   for (const schedules_info *p = schedules_table; p->name; p++) {
     const char *sep = p == schedules_table ? "" : ", ";
-    int n = snprintf(buf && len < buf_size ? buf + len : NULL, buf && len < buf_size ? buf_size - len : 0,
-                     "%s%s", sep, p->name);
+    int n = snprintf(buf && len < buf_size ? buf + len : NULL,
+                     buf && len < buf_size ? buf_size - len : 0, "%s%s", sep, p->name);
     len += (size_t)n;
   }
   return len;
@@ -231,8 +251,7 @@ int schedules_opts_check(const schedules_opts *o, const schedules_info *info, ch
                 o->base_lr);
   if (!(o->min_lr >= 0 && o->min_lr <= o->base_lr))
     return fail(SCHEDULES_ERR_ARG, err, err_size,
-                "%s: min_lr must be in [0, base_lr] = [0, %g] (got %g)", s, o->base_lr,
-                o->min_lr);
+                "%s: min_lr must be in [0, base_lr] = [0, %g] (got %g)", s, o->base_lr, o->min_lr);
   if (o->total_steps < 1)
     return fail(SCHEDULES_ERR_ARG, err, err_size, "%s: total_steps must be >= 1 (got %lld)", s,
                 (long long)o->total_steps);
@@ -241,8 +260,8 @@ int schedules_opts_check(const schedules_opts *o, const schedules_info *info, ch
                 "%s: warmup must be in [0, total_steps) = [0, %lld) steps (got %lld)", s,
                 (long long)o->total_steps, (long long)o->warmup);
   if (o->warmup_frac >= 1)
-    return fail(SCHEDULES_ERR_ARG, err, err_size, "%s: warmup_frac must be in [0, 1) (got %g)",
-                s, o->warmup_frac);
+    return fail(SCHEDULES_ERR_ARG, err, err_size, "%s: warmup_frac must be in [0, 1) (got %g)", s,
+                o->warmup_frac);
   if (o->every < 1)
     return fail(SCHEDULES_ERR_ARG, err, err_size, "%s: every must be >= 1 step (got %lld)", s,
                 (long long)o->every);
@@ -270,8 +289,8 @@ int schedules_opts_check(const schedules_opts *o, const schedules_info *info, ch
 
 /* ---------------------------------------------------------------- reduce-on-plateau */
 
-void schedules_plateau_init(schedules_plateau *p, double factor, int64_t patience,
-                            double threshold, int64_t cooldown, int maximize) {
+void schedules_plateau_init(schedules_plateau *p, double factor, int64_t patience, double threshold,
+                            int64_t cooldown, int maximize) {
   memset(p, 0, sizeof *p);
   p->factor = factor;
   p->patience = patience;
@@ -314,8 +333,8 @@ static void plateau_from_opts(schedules_sched *s) {
   schedules_plateau_init(&s->plateau, k[0], (int64_t)k[1], k[2], (int64_t)k[3], k[4] != 0);
 }
 
-int schedules_sched_new(schedules_sched **out, const schedules_info *info,
-                        const schedules_opts *o, char *err, size_t err_size) {
+int schedules_sched_new(schedules_sched **out, const schedules_info *info, const schedules_opts *o,
+                        char *err, size_t err_size) {
   *out = NULL;
   int rc = schedules_opts_check(o, info, err, err_size);
   if (rc) return rc;

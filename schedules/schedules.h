@@ -105,10 +105,10 @@ enum {
 
 /* One row of the schedule table. */
 typedef struct schedules_info {
-  const char *name;             /* "rex": also the Lua constructor wb.schedules.rex */
-  schedules_profile_fn profile; /* f(z) */
-  const char *formula;          /* f in words, for documentation and reports */
-  int flags;                    /* SCHEDULES_MONOTONE | ... */
+  const char *name;                          /* "rex": also the Lua constructor wb.schedules.rex */
+  schedules_profile_fn profile;              /* f(z) */
+  const char *formula;                       /* f in words, for documentation and reports */
+  int flags;                                 /* SCHEDULES_MONOTONE | ... */
   schedules_knob knobs[SCHEDULES_MAX_KNOBS]; /* terminated by a NULL name */
 } schedules_info;
 
@@ -117,8 +117,8 @@ extern const schedules_info schedules_table[];
 
 /* ---- the profiles (closed forms; each reads only its own knobs) ---- */
 double schedules_constant_profile(double z, const schedules_opts *o);
-double schedules_step_profile(double z, const schedules_opts *o);        /* knob: step_size, gamma */
-double schedules_multistep_profile(double z, const schedules_opts *o);   /* gamma; milestones */
+double schedules_step_profile(double z, const schedules_opts *o);      /* knob: step_size, gamma */
+double schedules_multistep_profile(double z, const schedules_opts *o); /* gamma; milestones */
 double schedules_exponential_profile(double z, const schedules_opts *o); /* gamma */
 double schedules_linear_profile(double z, const schedules_opts *o);
 double schedules_cosine_profile(double z, const schedules_opts *o);
@@ -161,22 +161,22 @@ int schedules_opts_check(const schedules_opts *o, const schedules_info *info, ch
 /* ---- reduce-on-plateau: a stateful rule fed a metric (PyTorch's ReduceLROnPlateau, relative
  * threshold mode) ---- */
 typedef struct schedules_plateau {
-  double factor;       /* scale *= factor at each reduction; in [0, 1) */
-  double threshold;    /* relative improvement that counts: m < best * (1 - threshold) (min) */
-  int64_t patience;    /* observations without improvement tolerated before a reduction */
-  int64_t cooldown;    /* observations after a reduction during which bad ones are not counted */
-  int maximize;        /* 1: higher is better (accuracy); 0: lower is better (loss) */
+  double factor;    /* scale *= factor at each reduction; in [0, 1) */
+  double threshold; /* relative improvement that counts: m < best * (1 - threshold) (min) */
+  int64_t patience; /* observations without improvement tolerated before a reduction */
+  int64_t cooldown; /* observations after a reduction during which bad ones are not counted */
+  int maximize;     /* 1: higher is better (accuracy); 0: lower is better (loss) */
   /* state */
-  double scale;        /* starts at 1 */
-  double best;         /* best metric so far (+inf or -inf before the first) */
-  int64_t n_bad;       /* observations since the last improvement */
+  double scale;  /* starts at 1 */
+  double best;   /* best metric so far (+inf or -inf before the first) */
+  int64_t n_bad; /* observations since the last improvement */
   int64_t cooldown_left;
   int64_t n_observed, n_reductions;
 } schedules_plateau;
 
 /* Initialises caller-provided p (scale 1, nothing observed). No allocation; no deinit needed. */
-void schedules_plateau_init(schedules_plateau *p, double factor, int64_t patience,
-                            double threshold, int64_t cooldown, int maximize);
+void schedules_plateau_init(schedules_plateau *p, double factor, int64_t patience, double threshold,
+                            int64_t cooldown, int maximize);
 /* Feeds one metric value; returns 1 when it lowered the scale, else 0. A NaN never improves
  * (a diverging run is cut as PyTorch's rule cuts it). */
 int schedules_plateau_observe(schedules_plateau *p, double metric);
@@ -186,8 +186,8 @@ typedef struct schedules_sched schedules_sched;
 
 /* A new schedule with profile info and options o (copied). SCHEDULES_ERR_ARG (message naming the
  * field) for bad options, SCHEDULES_ERR_NOMEM. Free with schedules_sched_free. */
-int schedules_sched_new(schedules_sched **out, const schedules_info *info,
-                        const schedules_opts *o, char *err, size_t err_size);
+int schedules_sched_new(schedules_sched **out, const schedules_info *info, const schedules_opts *o,
+                        char *err, size_t err_size);
 /* Frees s; NULL is a no-op. */
 void schedules_sched_free(schedules_sched *s);
 /* The learning rate at step (0 .. total_steps; values outside are clamped), by the formula at the

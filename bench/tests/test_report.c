@@ -420,7 +420,8 @@ static void test_all_experiments(const char *db) {
   CHECK(rc == WB_OK, "report of other: %s", err);
   char *md = slurp(tpath("other.md"));
   CHECK(md && strstr(md, "## Experiment: other") && !strstr(md, "mnist"), "other.md");
-  CHECK(md && strstr(md, "| 1: (no params) | 1 | 0 | 0.5 | \xe2\x80\x93 | \xe2\x80\x93 | \xe2\x80\x93 | \xe2\x80\x93 | 0.5 | 0.5 |"),
+  CHECK(md && strstr(md, "| 1: (no params) | 1 | 0 | 0.5 | \xe2\x80\x93 | \xe2\x80\x93 | "
+                         "\xe2\x80\x93 | \xe2\x80\x93 | 0.5 | 0.5 |"),
         "single run: std and CI undefined, shown as a dash (not NaN, which marks diverged values)");
   CHECK(md && strstr(md, "| 1m 15s |"), "duration in minutes");
   free(md);

@@ -82,7 +82,8 @@ int th_close(const nn_tensor *t, const double *ref, double atol, double rtol, co
   return 1;
 }
 
-void th_expect_err(int rc, int code, const char *want, const char *expr, const char *file, int line) {
+void th_expect_err(int rc, int code, const char *want, const char *expr, const char *file,
+                   int line) {
   if (rc == code && strstr(nn_errmsg(), want)) {
     th_passed++;
     return;
@@ -158,8 +159,8 @@ int th_gradcheck(th_fn fn, void *ctx, int n_in, nn_tensor **in, double eps, doub
         double ana = nn_tensor_get_flat(x->grad, j);
         if (!(fabs(num - ana) <= atol + rtol * fabs(num))) {
           th_failed++;
-          fprintf(stderr, "FAIL %s: d/d input %d [%lld]: analytic %.7g, numeric %.7g\n", what,
-                  i, (long long)j, ana, num);
+          fprintf(stderr, "FAIL %s: d/d input %d [%lld]: analytic %.7g, numeric %.7g\n", what, i,
+                  (long long)j, ana, num);
           ok = 0;
         }
       }

@@ -18,27 +18,29 @@
 
 extern int th_passed, th_failed;
 
-#define CHECK(cond, ...)                                                                       \
-  do {                                                                                         \
-    if (cond) {                                                                                \
-      th_passed++;                                                                             \
-    } else {                                                                                   \
-      th_failed++;                                                                             \
-      fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);                         \
-      fprintf(stderr, __VA_ARGS__);                                                            \
-      fprintf(stderr, "\n");                                                                   \
-    }                                                                                          \
+#define CHECK(cond, ...)                                                                           \
+  do {                                                                                             \
+    if (cond) {                                                                                    \
+      th_passed++;                                                                                 \
+    } else {                                                                                       \
+      th_failed++;                                                                                 \
+      fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);                              \
+      fprintf(stderr, __VA_ARGS__);                                                                \
+      fprintf(stderr, "\n");                                                                       \
+    }                                                                                              \
   } while (0)
 
-#define OK(call)                                                                               \
-  do {                                                                                         \
-    int rc_ = (call);                                                                          \
-    CHECK(rc_ == NN_OK, "%s returned %d: %s", #call, rc_, nn_errmsg());                        \
+#define OK(call)                                                                                   \
+  do {                                                                                             \
+    int rc_ = (call);                                                                              \
+    CHECK(rc_ == NN_OK, "%s returned %d: %s", #call, rc_, nn_errmsg());                            \
   } while (0)
 
 /* Expects call to fail with code; checks that nn_errmsg() contains substring want. */
-#define EXPECT_ERR(call, code, want) th_expect_err((call), (code), (want), #call, __FILE__, __LINE__)
-void th_expect_err(int rc, int code, const char *want, const char *expr, const char *file, int line);
+#define EXPECT_ERR(call, code, want)                                                               \
+  th_expect_err((call), (code), (want), #call, __FILE__, __LINE__)
+void th_expect_err(int rc, int code, const char *want, const char *expr, const char *file,
+                   int line);
 
 /* Deterministic harness RNG (xorshift64*), seeded by th_seed. */
 void th_seed(uint64_t s);

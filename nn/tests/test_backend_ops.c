@@ -16,8 +16,8 @@
  * the integer-valued results (argmax, sort indices, pooling argmax, random draws) match exactly.
  * Kernels the device may leave unset (the fused conv2d+relu+max_pool2d ops) must then give
  * "<op> is not implemented on <device>". */
-#include "harness.h"
 #include "backend.h"
+#include "harness.h"
 #include "module.h"
 #include "optim.h"
 
@@ -32,20 +32,53 @@ static nn_backend_i wrapped;
 /* Inputs of kernel op (nn_dispatch passes exactly these); new ops default to one. */
 static int n_inputs(int op, const nn_op_params *p) {
   switch (op) {
-  case NN_OP_FILL: case NN_OP_RNG_UNIFORM: case NN_OP_RNG_NORMAL: case NN_OP_RNG_BERNOULLI: return 0;
-  case NN_OP_COMPARE: return p->i[1] ? 1 : 2;
-  case NN_OP_BINARY: case NN_OP_MATMUL: case NN_OP_UNARY_BACKWARD: case NN_OP_MASKED_FILL:
-  case NN_OP_MUL_SCALED: case NN_OP_GATHER: case NN_OP_SCATTER_ADD: case NN_OP_SELECT_BACKWARD:
-  case NN_OP_SOFTMAX_BACKWARD: case NN_OP_CROSS_ENTROPY: case NN_OP_CROSS_ENTROPY_SOFT: case NN_OP_NLL_LOSS:
-  case NN_OP_NLL_LOSS_BACKWARD: case NN_OP_MSE_LOSS: case NN_OP_CONV2D_BACKWARD_INPUT:
-  case NN_OP_CONV2D_BACKWARD_WEIGHT: case NN_OP_MAXPOOL2D_BACKWARD: return 2;
-  case NN_OP_BINARY_BACKWARD: case NN_OP_WHERE: case NN_OP_VAR_BACKWARD: case NN_OP_CONV2D:
-  case NN_OP_LAYERNORM: case NN_OP_MSE_LOSS_BACKWARD: case NN_OP_SGD_STEP: return 3;
-  case NN_OP_CROSS_ENTROPY_BACKWARD: case NN_OP_CROSS_ENTROPY_SOFT_BACKWARD: case NN_OP_ADAM_STEP:
-  case NN_OP_BATCHNORM_BACKWARD_REDUCE: case NN_OP_LAYERNORM_BACKWARD_WEIGHT: return 4;
-  case NN_OP_BATCHNORM: case NN_OP_LAYERNORM_BACKWARD: case NN_OP_RMSPROP_STEP: return 5;
-  case NN_OP_BATCHNORM_BACKWARD: return 6;
-  default: return 1;
+  case NN_OP_FILL:
+  case NN_OP_RNG_UNIFORM:
+  case NN_OP_RNG_NORMAL:
+  case NN_OP_RNG_BERNOULLI:
+    return 0;
+  case NN_OP_COMPARE:
+    return p->i[1] ? 1 : 2;
+  case NN_OP_BINARY:
+  case NN_OP_MATMUL:
+  case NN_OP_UNARY_BACKWARD:
+  case NN_OP_MASKED_FILL:
+  case NN_OP_MUL_SCALED:
+  case NN_OP_GATHER:
+  case NN_OP_SCATTER_ADD:
+  case NN_OP_SELECT_BACKWARD:
+  case NN_OP_SOFTMAX_BACKWARD:
+  case NN_OP_CROSS_ENTROPY:
+  case NN_OP_CROSS_ENTROPY_SOFT:
+  case NN_OP_NLL_LOSS:
+  case NN_OP_NLL_LOSS_BACKWARD:
+  case NN_OP_MSE_LOSS:
+  case NN_OP_CONV2D_BACKWARD_INPUT:
+  case NN_OP_CONV2D_BACKWARD_WEIGHT:
+  case NN_OP_MAXPOOL2D_BACKWARD:
+    return 2;
+  case NN_OP_BINARY_BACKWARD:
+  case NN_OP_WHERE:
+  case NN_OP_VAR_BACKWARD:
+  case NN_OP_CONV2D:
+  case NN_OP_LAYERNORM:
+  case NN_OP_MSE_LOSS_BACKWARD:
+  case NN_OP_SGD_STEP:
+    return 3;
+  case NN_OP_CROSS_ENTROPY_BACKWARD:
+  case NN_OP_CROSS_ENTROPY_SOFT_BACKWARD:
+  case NN_OP_ADAM_STEP:
+  case NN_OP_BATCHNORM_BACKWARD_REDUCE:
+  case NN_OP_LAYERNORM_BACKWARD_WEIGHT:
+    return 4;
+  case NN_OP_BATCHNORM:
+  case NN_OP_LAYERNORM_BACKWARD:
+  case NN_OP_RMSPROP_STEP:
+    return 5;
+  case NN_OP_BATCHNORM_BACKWARD:
+    return 6;
+  default:
+    return 1;
   }
 }
 
@@ -55,14 +88,38 @@ static int n_inputs(int op, const nn_op_params *p) {
 static int poison_mask(int op, nn_tensor *const *out, nn_tensor *const *in, const nn_op_params *p) {
   int mask;
   switch (op) {
-  case NN_OP_SGD_STEP: case NN_OP_ADAM_STEP: case NN_OP_RMSPROP_STEP: case NN_OP_SCATTER_ADD: return 0;
-  case NN_OP_MATMUL: mask = p->i[0] ? 0 : 1; break;
-  case NN_OP_MAX: case NN_OP_VAR: case NN_OP_SORT: case NN_OP_MAXPOOL2D: mask = 3; break;
-  case NN_OP_LAYERNORM: case NN_OP_BATCHNORM: mask = 7; break; /* batch norm's 3, 4 update in place */
-  case NN_OP_CROSS_ENTROPY: case NN_OP_CROSS_ENTROPY_SOFT: case NN_OP_NLL_LOSS: mask = 7; break;
-  case NN_OP_CONV2D_BACKWARD_WEIGHT: mask = p->i[7] ? 3 : 1; break;
-  case NN_OP_CROSS_ENTROPY_SOFT_BACKWARD: case NN_OP_MSE_LOSS_BACKWARD: mask = (p->i[1] & 3) == 3 ? 3 : 1; break;
-  default: mask = 1;
+  case NN_OP_SGD_STEP:
+  case NN_OP_ADAM_STEP:
+  case NN_OP_RMSPROP_STEP:
+  case NN_OP_SCATTER_ADD:
+    return 0;
+  case NN_OP_MATMUL:
+    mask = p->i[0] ? 0 : 1;
+    break;
+  case NN_OP_MAX:
+  case NN_OP_VAR:
+  case NN_OP_SORT:
+  case NN_OP_MAXPOOL2D:
+    mask = 3;
+    break;
+  case NN_OP_LAYERNORM:
+  case NN_OP_BATCHNORM:
+    mask = 7;
+    break; /* batch norm's 3, 4 update in place */
+  case NN_OP_CROSS_ENTROPY:
+  case NN_OP_CROSS_ENTROPY_SOFT:
+  case NN_OP_NLL_LOSS:
+    mask = 7;
+    break;
+  case NN_OP_CONV2D_BACKWARD_WEIGHT:
+    mask = p->i[7] ? 3 : 1;
+    break;
+  case NN_OP_CROSS_ENTROPY_SOFT_BACKWARD:
+  case NN_OP_MSE_LOSS_BACKWARD:
+    mask = (p->i[1] & 3) == 3 ? 3 : 1;
+    break;
+  default:
+    mask = 1;
   }
   int ni = n_inputs(op, p);
   for (int k = 0; k < 3; k++)
@@ -75,7 +132,8 @@ static int poison_mask(int op, nn_tensor *const *out, nn_tensor *const *in, cons
 static bool poison_on;
 static long n_poisoned;
 
-static int poisoned_call(int op, nn_tensor *const *out, nn_tensor *const *in, const nn_op_params *p) {
+static int poisoned_call(int op, nn_tensor *const *out, nn_tensor *const *in,
+                         const nn_op_params *p) {
   int mask = poison_on ? poison_mask(op, out, in, p) : 0;
   for (int k = 0; k < 3; k++) {
     if (!(mask & (1 << k)) || !out[k]) continue;
@@ -89,9 +147,9 @@ static int poisoned_call(int op, nn_tensor *const *out, nn_tensor *const *in, co
   return dev_be->kernels[op](out, in, p);
 }
 
-#define NN_OP(id, name)                                                                        \
-  static int wrap_##id(nn_tensor *const *out, nn_tensor *const *in, const nn_op_params *p) {   \
-    return poisoned_call(NN_OP_##id, out, in, p);                                              \
+#define NN_OP(id, name)                                                                            \
+  static int wrap_##id(nn_tensor *const *out, nn_tensor *const *in, const nn_op_params *p) {       \
+    return poisoned_call(NN_OP_##id, out, in, p);                                                  \
   }
 #include "ops.def"
 #undef NN_OP
@@ -99,7 +157,8 @@ static int poisoned_call(int op, nn_tensor *const *out, nn_tensor *const *in, co
 static void install_wrapper(nn_device_type d) {
   dev_be = nn_backend_get(d);
   wrapped = *dev_be;
-#define NN_OP(id, name) wrapped.kernels[NN_OP_##id] = dev_be->kernels[NN_OP_##id] ? wrap_##id : NULL;
+#define NN_OP(id, name)                                                                            \
+  wrapped.kernels[NN_OP_##id] = dev_be->kernels[NN_OP_##id] ? wrap_##id : NULL;
 #include "ops.def"
 #undef NN_OP
   nn_backend_register(d, &wrapped);
@@ -140,9 +199,12 @@ static nn_tensor *place(const nn_tensor *src, int layout, nn_device dev, bool re
   int rc = nn_to_device(&s, (nn_tensor *)src, dev);
   if (!rc) rc = nn_tensor_zeros(&base, nd, sh, src->dtype, dev);
   if (!rc) {
-    if (layout == 1 && nd >= 1) rc = nn_slice(&v, base, -1, 0, sh[nd - 1], 2);
-    else if (layout == 2 && nd >= 2) rc = nn_transpose(&v, base, -1, -2);
-    else v = nn_tensor_retain(base);
+    if (layout == 1 && nd >= 1)
+      rc = nn_slice(&v, base, -1, 0, sh[nd - 1], 2);
+    else if (layout == 2 && nd >= 2)
+      rc = nn_transpose(&v, base, -1, -2);
+    else
+      v = nn_tensor_retain(base);
   }
   if (!rc) rc = nn_copy_(v, s);
   if (!rc && req) rc = nn_tensor_set_requires_grad(v, true);
@@ -227,23 +289,28 @@ done:
 }
 
 /* a (reference) against b within atol + rtol |a|; exact bits when exact */
-static int compare(const char *what, const nn_tensor *a, const nn_tensor *b, double atol, double rtol, bool exact) {
+static int compare(const char *what, const nn_tensor *a, const nn_tensor *b, double atol,
+                   double rtol, bool exact) {
   char s1[128], s2[128];
   if (a->dtype != b->dtype || !nn_tensor_same_shape(a, b)) {
     fprintf(stderr, "FAIL %s: reference %s %s, device %s %s\n", what, nn_dtype_name(a->dtype),
-            nn_shape_str(a, s1, sizeof s1), nn_dtype_name(b->dtype), nn_shape_str(b, s2, sizeof s2));
+            nn_shape_str(a, s1, sizeof s1), nn_dtype_name(b->dtype),
+            nn_shape_str(b, s2, sizeof s2));
     return 0;
   }
   bool ints = a->dtype == NN_DTYPE_I64;
   for (int64_t i = 0; i < nn_tensor_numel(a); i++) {
     double r = nn_tensor_get_flat(a, i), v = nn_tensor_get_flat(b, i);
     bool ok;
-    if (isnan(r) || isnan(v)) ok = isnan(r) && isnan(v);
-    else if (ints || exact || isinf(r)) ok = r == v;
-    else ok = fabs(v - r) <= atol + rtol * fabs(r);
+    if (isnan(r) || isnan(v))
+      ok = isnan(r) && isnan(v);
+    else if (ints || exact || isinf(r))
+      ok = r == v;
+    else
+      ok = fabs(v - r) <= atol + rtol * fabs(r);
     if (!ok) {
-      fprintf(stderr, "FAIL %s: element %lld is %.9g, reference %.9g (shape %s)\n", what, (long long)i, v, r,
-              nn_shape_str(a, s1, sizeof s1));
+      fprintf(stderr, "FAIL %s: element %lld is %.9g, reference %.9g (shape %s)\n", what,
+              (long long)i, v, r, nn_shape_str(a, s1, sizeof s1));
       return 0;
     }
   }
@@ -262,9 +329,11 @@ static void check_case(tcase *c) {
   nn_device d = {test_dev, 0};
   const char *dn = nn_device_name(test_dev);
   run_on(c, d, R, &got);
-  CHECK(ref.rc == got.rc, "%s: cpu returned %d (%s), %s %d (%s)", c->name, ref.rc, ref.msg, dn, got.rc, got.msg);
+  CHECK(ref.rc == got.rc, "%s: cpu returned %d (%s), %s %d (%s)", c->name, ref.rc, ref.msg, dn,
+        got.rc, got.msg);
   if (ref.rc && ref.rc == got.rc)
-    CHECK(!strcmp(ref.msg, got.msg), "%s: cpu says \"%s\", %s \"%s\"", c->name, ref.msg, dn, got.msg);
+    CHECK(!strcmp(ref.msg, got.msg), "%s: cpu says \"%s\", %s \"%s\"", c->name, ref.msg, dn,
+          got.msg);
   if (!ref.rc && !got.rc) {
     CHECK(ref.n == got.n, "%s: %d results on cpu, %d on %s", c->name, ref.n, got.n, dn);
     for (int k = 0; k < ref.n && k < got.n; k++) {
@@ -294,8 +363,12 @@ static void case_free(tcase *c) {
 }
 
 #define SH(...) (int64_t[]){__VA_ARGS__}, sizeof((int64_t[]){__VA_ARGS__}) / sizeof(int64_t)
-static nn_tensor *rnd(const int64_t *sh, int nd, double lo, double hi) { return th_rand(nd, sh, lo, hi); }
-static nn_tensor *rndd(const int64_t *sh, int nd, double lo, double hi) { return th_rand_dt(nd, sh, lo, hi, NN_DTYPE_F64); }
+static nn_tensor *rnd(const int64_t *sh, int nd, double lo, double hi) {
+  return th_rand(nd, sh, lo, hi);
+}
+static nn_tensor *rndd(const int64_t *sh, int nd, double lo, double hi) {
+  return th_rand_dt(nd, sh, lo, hi, NN_DTYPE_F64);
+}
 static nn_tensor *ints(const int64_t *sh, int nd, int64_t n) { return th_randint(nd, sh, n); }
 /* integer-valued floats in [0, n): ties for max/sort/pool */
 static nn_tensor *tied(const int64_t *sh, int nd, int64_t n) {
@@ -306,14 +379,16 @@ static nn_tensor *tied(const int64_t *sh, int nd, int64_t n) {
 }
 /* sets a few elements to NaN */
 static nn_tensor *with_nans(nn_tensor *t, int k) {
-  for (int j = 0; j < k; j++) nn_tensor_set_flat(t, (int64_t)(th_uniform() * (double)nn_tensor_numel(t)), NAN);
+  for (int j = 0; j < k; j++)
+    nn_tensor_set_flat(t, (int64_t)(th_uniform() * (double)nn_tensor_numel(t)), NAN);
   return t;
 }
 
 /* ---------------------------------------------------------------- case functions */
 
 static int f_binary(const tcase *c, nn_tensor **in, nn_tensor **out, int *n) {
-  int (*fs[])(nn_tensor **, nn_tensor *, nn_tensor *) = {nn_add, nn_sub, nn_mul, nn_div, nn_pow, nn_maximum, nn_minimum};
+  int (*fs[])(nn_tensor **, nn_tensor *, nn_tensor *) = {nn_add, nn_sub,     nn_mul,    nn_div,
+                                                         nn_pow, nn_maximum, nn_minimum};
   *n = 1;
   return fs[c->i[0]](&out[0], in[0], in[1]);
 }
@@ -321,11 +396,16 @@ static int f_binary(const tcase *c, nn_tensor **in, nn_tensor **out, int *n) {
 static int f_scalar(const tcase *c, nn_tensor **in, nn_tensor **out, int *n) {
   *n = 1;
   switch (c->i[0]) {
-  case 0: return nn_add_scalar(&out[0], in[0], c->f[0]);
-  case 1: return nn_mul_scalar(&out[0], in[0], c->f[0]);
-  case 2: return nn_rsub_scalar(&out[0], in[0], c->f[0]);
-  case 3: return nn_rdiv_scalar(&out[0], in[0], c->f[0]);
-  default: return nn_pow_scalar(&out[0], in[0], c->f[0]);
+  case 0:
+    return nn_add_scalar(&out[0], in[0], c->f[0]);
+  case 1:
+    return nn_mul_scalar(&out[0], in[0], c->f[0]);
+  case 2:
+    return nn_rsub_scalar(&out[0], in[0], c->f[0]);
+  case 3:
+    return nn_rdiv_scalar(&out[0], in[0], c->f[0]);
+  default:
+    return nn_pow_scalar(&out[0], in[0], c->f[0]);
   }
 }
 
@@ -333,21 +413,36 @@ static int f_unary(const tcase *c, nn_tensor **in, nn_tensor **out, int *n) {
   nn_tensor *x = in[0], **o = &out[0];
   *n = 1;
   switch (c->i[0]) {
-  case 0: return nn_neg(o, x);
-  case 1: return nn_exp(o, x);
-  case 2: return nn_log(o, x);
-  case 3: return nn_sqrt(o, x);
-  case 4: return nn_rsqrt(o, x);
-  case 5: return nn_abs(o, x);
-  case 6: return nn_pow_scalar(o, x, 3.0);
-  case 7: return nn_clamp(o, x, -0.5, 0.5);
-  case 8: return nn_relu(o, x);
-  case 9: return nn_leaky_relu(o, x, 0.1);
-  case 10: return nn_tanh(o, x);
-  case 11: return nn_sigmoid(o, x);
-  case 12: return nn_gelu(o, x, false);
-  case 13: return nn_gelu(o, x, true);
-  default: return nn_softplus(o, x, 2.0, 5.0);
+  case 0:
+    return nn_neg(o, x);
+  case 1:
+    return nn_exp(o, x);
+  case 2:
+    return nn_log(o, x);
+  case 3:
+    return nn_sqrt(o, x);
+  case 4:
+    return nn_rsqrt(o, x);
+  case 5:
+    return nn_abs(o, x);
+  case 6:
+    return nn_pow_scalar(o, x, 3.0);
+  case 7:
+    return nn_clamp(o, x, -0.5, 0.5);
+  case 8:
+    return nn_relu(o, x);
+  case 9:
+    return nn_leaky_relu(o, x, 0.1);
+  case 10:
+    return nn_tanh(o, x);
+  case 11:
+    return nn_sigmoid(o, x);
+  case 12:
+    return nn_gelu(o, x, false);
+  case 13:
+    return nn_gelu(o, x, true);
+  default:
+    return nn_softplus(o, x, 2.0, 5.0);
   }
 }
 
@@ -370,7 +465,8 @@ static int f_copy(const tcase *c, nn_tensor **in, nn_tensor **out, int *n) {
   *n = 1;
   if (c->i[0] == 3) { /* fill and copy into a strided view */
     nn_tensor *z = NULL, *v = NULL;
-    int rc = nn_tensor_zeros(&z, 2, (int64_t[]){in[0]->shape[0], 2 * in[0]->shape[1]}, NN_DTYPE_F32, cur_dev);
+    int rc = nn_tensor_zeros(&z, 2, (int64_t[]){in[0]->shape[0], 2 * in[0]->shape[1]}, NN_DTYPE_F32,
+                             cur_dev);
     if (!rc) rc = nn_slice(&v, z, 1, 1, 2 * in[0]->shape[1], 2);
     if (!rc) rc = nn_fill_(v, 3.5);
     if (!rc) rc = nn_copy_(v, in[0]);
@@ -391,10 +487,14 @@ static int f_matmul(const tcase *c, nn_tensor **in, nn_tensor **out, int *n) {
 static int f_sum(const tcase *c, nn_tensor **in, nn_tensor **out, int *n) {
   *n = 1;
   switch (c->i[0]) {
-  case 0: return nn_sum_dims(&out[0], in[0], (unsigned)c->i[1], c->i[2]);
-  case 1: return nn_mean(&out[0], in[0], (int)c->i[1], c->i[2]);
-  case 2: return nn_sum_all(&out[0], in[0]);
-  default: return nn_var(&out[0], in[0], (int)c->i[1], c->i[2], 1);
+  case 0:
+    return nn_sum_dims(&out[0], in[0], (unsigned)c->i[1], c->i[2]);
+  case 1:
+    return nn_mean(&out[0], in[0], (int)c->i[1], c->i[2]);
+  case 2:
+    return nn_sum_all(&out[0], in[0]);
+  default:
+    return nn_var(&out[0], in[0], (int)c->i[1], c->i[2], 1);
   }
 }
 
@@ -406,15 +506,18 @@ static int f_max(const tcase *c, nn_tensor **in, nn_tensor **out, int *n) {
 
 static int f_softmax(const tcase *c, nn_tensor **in, nn_tensor **out, int *n) {
   *n = 1;
-  return c->i[1] ? nn_log_softmax(&out[0], in[0], (int)c->i[0]) : nn_softmax(&out[0], in[0], (int)c->i[0]);
+  return c->i[1] ? nn_log_softmax(&out[0], in[0], (int)c->i[0])
+                 : nn_softmax(&out[0], in[0], (int)c->i[0]);
 }
 
 static int f_loss(const tcase *c, nn_tensor **in, nn_tensor **out, int *n) {
   *n = 1;
   nn_reduction red = (nn_reduction)c->i[1];
   switch (c->i[0]) {
-  case 0: return nn_cross_entropy(&out[0], in[0], in[1], red);
-  case 1: return nn_cross_entropy_soft(&out[0], in[0], in[1], red);
+  case 0:
+    return nn_cross_entropy(&out[0], in[0], in[1], red);
+  case 1:
+    return nn_cross_entropy_soft(&out[0], in[0], in[1], red);
   case 2: {
     nn_tensor *lp = NULL;
     int rc = nn_log_softmax(&lp, in[0], 1);
@@ -422,7 +525,8 @@ static int f_loss(const tcase *c, nn_tensor **in, nn_tensor **out, int *n) {
     nn_tensor_free(lp);
     return rc;
   }
-  default: return nn_mse_loss(&out[0], in[0], in[1], red);
+  default:
+    return nn_mse_loss(&out[0], in[0], in[1], red);
   }
 }
 
@@ -433,14 +537,17 @@ static int f_sort(const tcase *c, nn_tensor **in, nn_tensor **out, int *n) {
 }
 
 static int f_conv(const tcase *c, nn_tensor **in, nn_tensor **out, int *n) {
-  nn_conv2d_opts o = {{(int)c->i[0], (int)c->i[1]}, {(int)c->i[2], (int)c->i[3]}, {(int)c->i[4], (int)c->i[5]},
+  nn_conv2d_opts o = {{(int)c->i[0], (int)c->i[1]},
+                      {(int)c->i[2], (int)c->i[3]},
+                      {(int)c->i[4], (int)c->i[5]},
                       (int)c->i[6]};
   *n = 1;
   return nn_conv2d(&out[0], in[0], in[1], in[2], &o);
 }
 
 static int f_pool(const tcase *c, nn_tensor **in, nn_tensor **out, int *n) {
-  int k[2] = {(int)c->i[1], (int)c->i[1]}, s[2] = {(int)c->i[2], (int)c->i[2]}, p[2] = {(int)c->i[3], (int)c->i[3]};
+  int k[2] = {(int)c->i[1], (int)c->i[1]}, s[2] = {(int)c->i[2], (int)c->i[2]},
+      p[2] = {(int)c->i[3], (int)c->i[3]};
   *n = 1;
   if (c->i[0] == 0) return nn_max_pool2d(&out[0], in[0], k, s, p);
   if (c->i[0] == 1) return nn_avg_pool2d(&out[0], in[0], k, s, p, c->i[4]);
@@ -468,13 +575,20 @@ static int f_norm(const tcase *c, nn_tensor **in, nn_tensor **out, int *n) {
 static int f_index(const tcase *c, nn_tensor **in, nn_tensor **out, int *n) {
   *n = 1;
   switch (c->i[0]) {
-  case 0: return nn_embedding(&out[0], in[0], in[1]);
-  case 1: return nn_index_select(&out[0], in[0], (int)c->i[1], in[1]);
-  case 2: return nn_gather(&out[0], in[0], (int)c->i[1], in[1]);
-  case 3: return nn_scatter_add(&out[0], in[0], (int)c->i[1], in[1], in[2]);
-  case 4: return nn_one_hot(&out[0], in[1], c->i[1]);
-  case 5: return nn_concat(&out[0], 2, in, (int)c->i[1]);
-  case 6: return nn_stack(&out[0], 2, in, (int)c->i[1]);
+  case 0:
+    return nn_embedding(&out[0], in[0], in[1]);
+  case 1:
+    return nn_index_select(&out[0], in[0], (int)c->i[1], in[1]);
+  case 2:
+    return nn_gather(&out[0], in[0], (int)c->i[1], in[1]);
+  case 3:
+    return nn_scatter_add(&out[0], in[0], (int)c->i[1], in[1], in[2]);
+  case 4:
+    return nn_one_hot(&out[0], in[1], c->i[1]);
+  case 5:
+    return nn_concat(&out[0], 2, in, (int)c->i[1]);
+  case 6:
+    return nn_stack(&out[0], 2, in, (int)c->i[1]);
   default: {
     nn_tensor *parts[2] = {0};
     int rc = nn_split(parts, in[0], 2, (int64_t[]){1, in[0]->shape[c->i[1]] - 1}, (int)c->i[1]);
@@ -496,9 +610,12 @@ static int f_rng(const tcase *c, nn_tensor **in, nn_tensor **out, int *n) {
   int64_t sh[2] = {37, 11};
   int rc = nn_tensor_empty(&out[0], 2, sh, (nn_dtype)c->i[2], cur_dev);
   if (rc) return rc;
-  if (c->i[0] == 0) rc = nn_uniform_(out[0], -2.0, 3.0, &r);
-  else if (c->i[0] == 1) rc = nn_normal_(out[0], 0.5, 2.0, &r);
-  else rc = nn_bernoulli_(out[0], 0.3, &r);
+  if (c->i[0] == 0)
+    rc = nn_uniform_(out[0], -2.0, 3.0, &r);
+  else if (c->i[0] == 1)
+    rc = nn_normal_(out[0], 0.5, 2.0, &r);
+  else
+    rc = nn_bernoulli_(out[0], 0.3, &r);
   return rc;
 }
 
@@ -579,7 +696,12 @@ static int f_model(const tcase *c, nn_tensor **in, nn_tensor **out, int *n) {
 
 /* ---------------------------------------------------------------- the suite */
 
-#define CASE(...) do { tcase c_ = {__VA_ARGS__}; check_case(&c_); case_free(&c_); } while (0)
+#define CASE(...)                                                                                  \
+  do {                                                                                             \
+    tcase c_ = {__VA_ARGS__};                                                                      \
+    check_case(&c_);                                                                               \
+    case_free(&c_);                                                                                \
+  } while (0)
 #define F32TOL .atol = 1e-6, .rtol = 1e-5
 #define EXACT .atol = -1, .rtol = 0
 
@@ -587,56 +709,76 @@ static void suite(void) {
   /* copy, convert, fill */
   for (int dt = 0; dt < 3; dt++)
     CASE("to_dtype from float32", f_copy, 1, {rnd(SH(5, 7), -9, 9)}, {1}, 0, EXACT, .i = {0, dt});
-  CASE("to_dtype from int64", f_copy, 1, {ints(SH(4, 6), 50)}, {2}, 0, EXACT, .i = {0, NN_DTYPE_F64});
-  CASE("fill and copy into a strided view", f_copy, 1, {rnd(SH(6, 5), -1, 1)}, {2}, 0, EXACT, .i = {3});
-  CASE("contiguous of a transposed view", f_copy, 1, {rndd(SH(3, 4, 5), -1, 1)}, {2}, 1, EXACT, .i = {4});
+  CASE("to_dtype from int64", f_copy, 1, {ints(SH(4, 6), 50)}, {2}, 0, EXACT,
+       .i = {0, NN_DTYPE_F64});
+  CASE("fill and copy into a strided view", f_copy, 1, {rnd(SH(6, 5), -1, 1)}, {2}, 0, EXACT,
+       .i = {3});
+  CASE("contiguous of a transposed view", f_copy, 1, {rndd(SH(3, 4, 5), -1, 1)}, {2}, 1, EXACT,
+       .i = {4});
 
   /* binary with broadcasting, and its backward */
   for (int op = 0; op < 7; op++) {
-    CASE("binary", f_binary, 2, {rnd(SH(3, 4, 5), 0.5, 2), rnd(SH(4, 1), 0.5, 2)}, {1, 0}, 3, F32TOL, .i = {op});
-    CASE("binary float64 strided", f_binary, 2, {rndd(SH(4, 5), 0.5, 2), rndd(SH(4, 5), 0.5, 2)}, {2, 1}, 3,
-         .atol = 1e-12, .rtol = 1e-12, .i = {op});
+    CASE("binary", f_binary, 2, {rnd(SH(3, 4, 5), 0.5, 2), rnd(SH(4, 1), 0.5, 2)}, {1, 0}, 3,
+         F32TOL, .i = {op});
+    CASE("binary float64 strided", f_binary, 2, {rndd(SH(4, 5), 0.5, 2), rndd(SH(4, 5), 0.5, 2)},
+         {2, 1}, 3, .atol = 1e-12, .rtol = 1e-12, .i = {op});
   }
-  CASE("maximum with NaN and ties", f_binary, 2, {with_nans(tied(SH(6, 7), 3), 4), tied(SH(6, 7), 3)}, {0, 0}, 3,
-       F32TOL, .i = {5});
+  CASE("maximum with NaN and ties", f_binary, 2,
+       {with_nans(tied(SH(6, 7), 3), 4), tied(SH(6, 7), 3)}, {0, 0}, 3, F32TOL, .i = {5});
   for (int op = 0; op < 5; op++)
     CASE("scalar", f_scalar, 1, {rnd(SH(4, 6), 0.5, 2)}, {1}, 1, F32TOL, .i = {op}, .f = {1.7});
 
   /* unary and activations */
   for (int op = 0; op < 15; op++) {
     double lo = op >= 2 && op <= 4 ? 0.1 : -3, hi = 3;
-    CASE("unary", f_unary, 1, {rnd(SH(5, 9), lo, hi)}, {1}, 1, .atol = 1e-6, .rtol = 2e-5, .i = {op});
-    CASE("unary float64", f_unary, 1, {rndd(SH(3, 4, 5), lo, hi)}, {2}, 1, .atol = 1e-13, .rtol = 1e-12, .i = {op});
+    CASE("unary", f_unary, 1, {rnd(SH(5, 9), lo, hi)}, {1}, 1, .atol = 1e-6, .rtol = 2e-5,
+         .i = {op});
+    CASE("unary float64", f_unary, 1, {rndd(SH(3, 4, 5), lo, hi)}, {2}, 1, .atol = 1e-13,
+         .rtol = 1e-12, .i = {op});
   }
   CASE("relu passes NaN", f_unary, 1, {with_nans(rnd(SH(50), -1, 1), 5)}, {0}, 0, F32TOL, .i = {8});
 
   /* comparisons, where, masked_fill, dropout's product */
   for (int op = 0; op < 6; op++) {
-    CASE("compare", f_compare, 2, {tied(SH(5, 6), 3), tied(SH(6), 3)}, {1, 0}, 0, EXACT, .i = {op, 0});
-    CASE("compare scalar int64", f_compare, 1, {ints(SH(5, 6), 4)}, {2}, 0, EXACT, .i = {op, 1}, .f = {2});
+    CASE("compare", f_compare, 2, {tied(SH(5, 6), 3), tied(SH(6), 3)}, {1, 0}, 0, EXACT,
+         .i = {op, 0});
+    CASE("compare scalar int64", f_compare, 1, {ints(SH(5, 6), 4)}, {2}, 0, EXACT, .i = {op, 1},
+         .f = {2});
   }
-  CASE("where", f_where, 3, {tied(SH(4, 5), 2), rnd(SH(4, 5), -1, 1), rnd(SH(5), -1, 1)}, {0, 1, 0}, 6, F32TOL, .i = {0});
-  CASE("masked_fill", f_where, 2, {ints(SH(4, 5), 2), rnd(SH(4, 5), -1, 1)}, {1, 2}, 2, F32TOL, .i = {1});
-  CASE("dropout mask", f_where, 2, {tied(SH(4, 5), 2), rnd(SH(4, 5), -1, 1)}, {0, 1}, 2, F32TOL, .i = {2});
+  CASE("where", f_where, 3, {tied(SH(4, 5), 2), rnd(SH(4, 5), -1, 1), rnd(SH(5), -1, 1)}, {0, 1, 0},
+       6, F32TOL, .i = {0});
+  CASE("masked_fill", f_where, 2, {ints(SH(4, 5), 2), rnd(SH(4, 5), -1, 1)}, {1, 2}, 2, F32TOL,
+       .i = {1});
+  CASE("dropout mask", f_where, 2, {tied(SH(4, 5), 2), rnd(SH(4, 5), -1, 1)}, {0, 1}, 2, F32TOL,
+       .i = {2});
 
   /* matrix products: 2-D, batched, broadcast, transposed and strided operands; linear */
-  CASE("matmul", f_matmul, 2, {rnd(SH(17, 33), -1, 1), rnd(SH(33, 9), -1, 1)}, {0, 0}, 3, .atol = 1e-5, .rtol = 1e-4);
-  CASE("matmul transposed", f_matmul, 2, {rnd(SH(17, 33), -1, 1), rnd(SH(33, 9), -1, 1)}, {2, 2}, 3, .atol = 1e-5, .rtol = 1e-4);
-  CASE("matmul strided", f_matmul, 2, {rnd(SH(17, 33), -1, 1), rnd(SH(33, 9), -1, 1)}, {1, 1}, 3, .atol = 1e-5, .rtol = 1e-4);
-  CASE("matmul batched", f_matmul, 2, {rnd(SH(3, 7, 20), -1, 1), rnd(SH(3, 20, 5), -1, 1)}, {0, 2}, 3, .atol = 1e-5, .rtol = 1e-4);
-  CASE("matmul broadcast", f_matmul, 2, {rnd(SH(3, 7, 20), -1, 1), rnd(SH(20, 5), -1, 1)}, {1, 0}, 3, .atol = 1e-5, .rtol = 1e-4);
-  CASE("matmul float64", f_matmul, 2, {rndd(SH(2, 9, 30), -1, 1), rndd(SH(2, 30, 8), -1, 1)}, {2, 0}, 3, .atol = 1e-12, .rtol = 1e-12);
-  CASE("matmul vector", f_matmul, 2, {rnd(SH(25), -1, 1), rnd(SH(25, 6), -1, 1)}, {0, 1}, 3, .atol = 1e-5, .rtol = 1e-4);
-  CASE("linear", f_matmul, 3, {rnd(SH(16, 40), -1, 1), rnd(SH(12, 40), -1, 1), rnd(SH(12), -1, 1)}, {0, 0, 0}, 7,
-       .atol = 1e-5, .rtol = 1e-4, .i = {1});
+  CASE("matmul", f_matmul, 2, {rnd(SH(17, 33), -1, 1), rnd(SH(33, 9), -1, 1)}, {0, 0}, 3,
+       .atol = 1e-5, .rtol = 1e-4);
+  CASE("matmul transposed", f_matmul, 2, {rnd(SH(17, 33), -1, 1), rnd(SH(33, 9), -1, 1)}, {2, 2}, 3,
+       .atol = 1e-5, .rtol = 1e-4);
+  CASE("matmul strided", f_matmul, 2, {rnd(SH(17, 33), -1, 1), rnd(SH(33, 9), -1, 1)}, {1, 1}, 3,
+       .atol = 1e-5, .rtol = 1e-4);
+  CASE("matmul batched", f_matmul, 2, {rnd(SH(3, 7, 20), -1, 1), rnd(SH(3, 20, 5), -1, 1)}, {0, 2},
+       3, .atol = 1e-5, .rtol = 1e-4);
+  CASE("matmul broadcast", f_matmul, 2, {rnd(SH(3, 7, 20), -1, 1), rnd(SH(20, 5), -1, 1)}, {1, 0},
+       3, .atol = 1e-5, .rtol = 1e-4);
+  CASE("matmul float64", f_matmul, 2, {rndd(SH(2, 9, 30), -1, 1), rndd(SH(2, 30, 8), -1, 1)},
+       {2, 0}, 3, .atol = 1e-12, .rtol = 1e-12);
+  CASE("matmul vector", f_matmul, 2, {rnd(SH(25), -1, 1), rnd(SH(25, 6), -1, 1)}, {0, 1}, 3,
+       .atol = 1e-5, .rtol = 1e-4);
+  CASE("linear", f_matmul, 3, {rnd(SH(16, 40), -1, 1), rnd(SH(12, 40), -1, 1), rnd(SH(12), -1, 1)},
+       {0, 0, 0}, 7, .atol = 1e-5, .rtol = 1e-4, .i = {1});
 
   /* sums and means over dims, var */
   CASE("sum dims", f_sum, 1, {rnd(SH(4, 5, 6), -1, 1)}, {1}, 1, F32TOL, .i = {0, 5, 1});
   CASE("sum dims long", f_sum, 1, {rnd(SH(3, 700), -1, 1)}, {2}, 1, F32TOL, .i = {0, 2, 0});
-  CASE("mean", f_sum, 1, {rndd(SH(4, 5, 6), -1, 1)}, {2}, 1, .atol = 1e-13, .rtol = 1e-12, .i = {1, 1, 0});
+  CASE("mean", f_sum, 1, {rndd(SH(4, 5, 6), -1, 1)}, {2}, 1, .atol = 1e-13, .rtol = 1e-12,
+       .i = {1, 1, 0});
   CASE("sum all", f_sum, 1, {rnd(SH(300, 7), -1, 1)}, {1}, 1, F32TOL, .i = {2});
   CASE("var", f_sum, 1, {rnd(SH(6, 50), -1, 1)}, {2}, 1, F32TOL, .i = {3, 1, 1});
-  CASE("var long rows", f_sum, 1, {rnd(SH(3, 5000), -1, 1)}, {0}, 1, .atol = 1e-6, .rtol = 1e-4, .i = {3, 1, 0});
+  CASE("var long rows", f_sum, 1, {rnd(SH(3, 5000), -1, 1)}, {0}, 1, .atol = 1e-6, .rtol = 1e-4,
+       .i = {3, 1, 0});
 
   /* max/min: ties (first index), NaN (first NaN wins); backward scatters to the argmax */
   for (int mn = 0; mn < 2; mn++) {
@@ -648,33 +790,40 @@ static void suite(void) {
 
   /* softmax and log_softmax along either dim */
   for (int lg = 0; lg < 2; lg++) {
-    CASE("softmax", f_softmax, 1, {rnd(SH(8, 10), -4, 4)}, {0}, 1, .atol = 1e-6, .rtol = 2e-5, .i = {1, lg});
-    CASE("softmax dim 0 strided", f_softmax, 1, {rnd(SH(13, 6), -4, 4)}, {1}, 1, .atol = 1e-6, .rtol = 2e-5, .i = {0, lg});
-    CASE("softmax long rows", f_softmax, 1, {rnd(SH(3, 5000), -4, 4)}, {2}, 1, .atol = 1e-7, .rtol = 1e-4, .i = {1, lg});
-    CASE("softmax float64", f_softmax, 1, {rndd(SH(5, 7), -4, 4)}, {0}, 1, .atol = 1e-14, .rtol = 1e-12, .i = {1, lg});
+    CASE("softmax", f_softmax, 1, {rnd(SH(8, 10), -4, 4)}, {0}, 1, .atol = 1e-6, .rtol = 2e-5,
+         .i = {1, lg});
+    CASE("softmax dim 0 strided", f_softmax, 1, {rnd(SH(13, 6), -4, 4)}, {1}, 1, .atol = 1e-6,
+         .rtol = 2e-5, .i = {0, lg});
+    CASE("softmax long rows", f_softmax, 1, {rnd(SH(3, 5000), -4, 4)}, {2}, 1, .atol = 1e-7,
+         .rtol = 1e-4, .i = {1, lg});
+    CASE("softmax float64", f_softmax, 1, {rndd(SH(5, 7), -4, 4)}, {0}, 1, .atol = 1e-14,
+         .rtol = 1e-12, .i = {1, lg});
   }
 
   /* losses, every reduction; backward through both inputs where they are float */
   for (int red = 0; red < 3; red++) {
-    CASE("cross_entropy", f_loss, 2, {rnd(SH(12, 10), -3, 3), ints(SH(12), 10)}, {1, 0}, 1, .atol = 1e-6, .rtol = 2e-5,
-         .i = {0, red});
-    CASE("cross_entropy_soft", f_loss, 2, {rnd(SH(12, 10), -3, 3), rnd(SH(12, 10), 0, 1)}, {2, 0}, 3, .atol = 1e-6,
-         .rtol = 2e-5, .i = {1, red});
-    CASE("nll_loss", f_loss, 2, {rnd(SH(9, 5), -3, 3), ints(SH(9), 5)}, {0, 0}, 1, .atol = 1e-6, .rtol = 2e-5, .i = {2, red});
-    CASE("mse_loss", f_loss, 2, {rnd(SH(7, 9), -2, 2), rnd(SH(7, 9), -2, 2)}, {1, 2}, 3, .atol = 1e-6, .rtol = 2e-5,
-         .i = {3, red});
+    CASE("cross_entropy", f_loss, 2, {rnd(SH(12, 10), -3, 3), ints(SH(12), 10)}, {1, 0}, 1,
+         .atol = 1e-6, .rtol = 2e-5, .i = {0, red});
+    CASE("cross_entropy_soft", f_loss, 2, {rnd(SH(12, 10), -3, 3), rnd(SH(12, 10), 0, 1)}, {2, 0},
+         3, .atol = 1e-6, .rtol = 2e-5, .i = {1, red});
+    CASE("nll_loss", f_loss, 2, {rnd(SH(9, 5), -3, 3), ints(SH(9), 5)}, {0, 0}, 1, .atol = 1e-6,
+         .rtol = 2e-5, .i = {2, red});
+    CASE("mse_loss", f_loss, 2, {rnd(SH(7, 9), -2, 2), rnd(SH(7, 9), -2, 2)}, {1, 2}, 3,
+         .atol = 1e-6, .rtol = 2e-5, .i = {3, red});
   }
-  CASE("cross_entropy many classes", f_loss, 2, {rnd(SH(4, 3000), -3, 3), ints(SH(4), 3000)}, {0, 0}, 1, .atol = 1e-6,
-       .rtol = 1e-4, .i = {0, 0});
+  CASE("cross_entropy many classes", f_loss, 2, {rnd(SH(4, 3000), -3, 3), ints(SH(4), 3000)},
+       {0, 0}, 1, .atol = 1e-6, .rtol = 1e-4, .i = {0, 0});
   {
     nn_tensor *bad = ints(SH(6), 4);
     nn_tensor_set_flat(bad, 3, 9);
-    CASE("cross_entropy bad label", f_loss, 2, {rnd(SH(6, 4), -1, 1), bad}, {0, 0}, 0, F32TOL, .i = {0, 0});
+    CASE("cross_entropy bad label", f_loss, 2, {rnd(SH(6, 4), -1, 1), bad}, {0, 0}, 0, F32TOL,
+         .i = {0, 0});
   }
 
   /* sort, topk: stable, NaN largest, either direction; long rows take the merge passes */
   for (int desc = 0; desc < 2; desc++) {
-    CASE("sort ties NaN", f_sort, 1, {with_nans(tied(SH(6, 50), 5), 8)}, {1}, 1, EXACT, .i = {1, desc, -1});
+    CASE("sort ties NaN", f_sort, 1, {with_nans(tied(SH(6, 50), 5), 8)}, {1}, 1, EXACT,
+         .i = {1, desc, -1});
     CASE("sort dim 0", f_sort, 1, {tied(SH(40, 3), 9)}, {2}, 1, EXACT, .i = {0, desc, -1});
     CASE("sort long rows", f_sort, 1, {tied(SH(3, 5000), 1000)}, {0}, 1, EXACT, .i = {1, desc, -1});
     CASE("topk", f_sort, 1, {rnd(SH(5, 300), -1, 1)}, {1}, 1, EXACT, .i = {1, desc, 7});
@@ -683,63 +832,83 @@ static void suite(void) {
 
   /* convolution: stride, padding, dilation, groups, bias or not; strided input */
   {
-    struct { int64_t N, C, H, W, O, K; int s, p, d, g, bias, layout; } cv[] = {
-        {2, 3, 9, 8, 4, 3, 1, 1, 1, 1, 1, 0}, {2, 4, 11, 10, 6, 3, 2, 0, 1, 2, 0, 1},
-        {1, 2, 12, 12, 3, 3, 1, 2, 2, 1, 1, 2}, {3, 1, 28, 28, 8, 5, 1, 2, 1, 1, 1, 0},
-        {2, 6, 7, 7, 6, 1, 1, 0, 1, 6, 1, 0}};
+    struct {
+      int64_t N, C, H, W, O, K;
+      int s, p, d, g, bias, layout;
+    } cv[] = {{2, 3, 9, 8, 4, 3, 1, 1, 1, 1, 1, 0},
+              {2, 4, 11, 10, 6, 3, 2, 0, 1, 2, 0, 1},
+              {1, 2, 12, 12, 3, 3, 1, 2, 2, 1, 1, 2},
+              {3, 1, 28, 28, 8, 5, 1, 2, 1, 1, 1, 0},
+              {2, 6, 7, 7, 6, 1, 1, 0, 1, 6, 1, 0}};
     for (size_t k = 0; k < sizeof cv / sizeof cv[0]; k++) {
       int64_t Cg = cv[k].C / cv[k].g;
-      CASE("conv2d", f_conv, 3, {rnd(SH(cv[k].N, cv[k].C, cv[k].H, cv[k].W), -1, 1), rnd(SH(cv[k].O, Cg, cv[k].K, cv[k].K), -1, 1),
-                                 cv[k].bias ? rnd(SH(cv[k].O), -1, 1) : NULL},
+      CASE("conv2d", f_conv, 3,
+           {rnd(SH(cv[k].N, cv[k].C, cv[k].H, cv[k].W), -1, 1),
+            rnd(SH(cv[k].O, Cg, cv[k].K, cv[k].K), -1, 1),
+            cv[k].bias ? rnd(SH(cv[k].O), -1, 1) : NULL},
            {cv[k].layout, 0, 0}, cv[k].bias ? 7 : 3, .atol = 1e-5, .rtol = 1e-4,
            .i = {cv[k].s, cv[k].s, cv[k].p, cv[k].p, cv[k].d, cv[k].d, cv[k].g});
     }
-    CASE("conv2d float64", f_conv, 3, {rndd(SH(2, 2, 6, 6), -1, 1), rndd(SH(3, 2, 3, 3), -1, 1), rndd(SH(3), -1, 1)},
-         {0, 0, 0}, 7, .atol = 1e-12, .rtol = 1e-12, .i = {1, 1, 1, 1, 1, 1, 1});
+    CASE("conv2d float64", f_conv, 3,
+         {rndd(SH(2, 2, 6, 6), -1, 1), rndd(SH(3, 2, 3, 3), -1, 1), rndd(SH(3), -1, 1)}, {0, 0, 0},
+         7, .atol = 1e-12, .rtol = 1e-12, .i = {1, 1, 1, 1, 1, 1, 1});
   }
 
   /* pooling: ties, NaN, overlapping windows, padding, both avg divisors */
   CASE("max_pool2d 2x2", f_pool, 1, {tied(SH(2, 3, 8, 8), 4)}, {0}, 1, F32TOL, .i = {0, 2, 2, 0});
-  CASE("max_pool2d overlapping NaN", f_pool, 1, {with_nans(tied(SH(2, 2, 9, 9), 5), 6)}, {1}, 1, F32TOL, .i = {0, 3, 2, 1});
-  CASE("max_pool2d padded", f_pool, 1, {rnd(SH(1, 3, 7, 6), -1, 1)}, {2}, 1, F32TOL, .i = {0, 3, 1, 1});
+  CASE("max_pool2d overlapping NaN", f_pool, 1, {with_nans(tied(SH(2, 2, 9, 9), 5), 6)}, {1}, 1,
+       F32TOL, .i = {0, 3, 2, 1});
+  CASE("max_pool2d padded", f_pool, 1, {rnd(SH(1, 3, 7, 6), -1, 1)}, {2}, 1, F32TOL,
+       .i = {0, 3, 1, 1});
   for (int cip = 0; cip < 2; cip++)
-    CASE("avg_pool2d", f_pool, 1, {rnd(SH(2, 3, 9, 7), -1, 1)}, {1}, 1, F32TOL, .i = {1, 3, 2, 1, cip});
+    CASE("avg_pool2d", f_pool, 1, {rnd(SH(2, 3, 9, 7), -1, 1)}, {1}, 1, F32TOL,
+         .i = {1, 3, 2, 1, cip});
   CASE("global_avg_pool2d", f_pool, 1, {rnd(SH(3, 4, 5, 5), -1, 1)}, {0}, 1, F32TOL, .i = {2});
 
   /* normalisation */
-  CASE("batch_norm train", f_norm, 3, {rnd(SH(6, 4, 5, 5), -2, 2), rnd(SH(4), 0.5, 1.5), rnd(SH(4), -1, 1)}, {1, 0, 0}, 7,
+  CASE("batch_norm train", f_norm, 3,
+       {rnd(SH(6, 4, 5, 5), -2, 2), rnd(SH(4), 0.5, 1.5), rnd(SH(4), -1, 1)}, {1, 0, 0}, 7,
        .atol = 1e-5, .rtol = 1e-4, .i = {0});
-  CASE("batch_norm train 2-D", f_norm, 3, {rnd(SH(32, 9), -2, 2), rnd(SH(9), 0.5, 1.5), rnd(SH(9), -1, 1)}, {0, 0, 0}, 7,
-       .atol = 1e-5, .rtol = 1e-4, .i = {0});
-  CASE("batch_norm eval", f_norm, 3, {rnd(SH(4, 3, 4, 4), -2, 2), rnd(SH(3), 0.5, 1.5), NULL}, {0, 0, 0}, 3,
-       .atol = 1e-5, .rtol = 1e-4, .i = {1});
-  CASE("layer_norm", f_norm, 3, {rnd(SH(5, 6, 40), -2, 2), rnd(SH(40), 0.5, 1.5), rnd(SH(40), -1, 1)}, {2, 0, 0}, 7,
+  CASE("batch_norm train 2-D", f_norm, 3,
+       {rnd(SH(32, 9), -2, 2), rnd(SH(9), 0.5, 1.5), rnd(SH(9), -1, 1)}, {0, 0, 0}, 7, .atol = 1e-5,
+       .rtol = 1e-4, .i = {0});
+  CASE("batch_norm eval", f_norm, 3, {rnd(SH(4, 3, 4, 4), -2, 2), rnd(SH(3), 0.5, 1.5), NULL},
+       {0, 0, 0}, 3, .atol = 1e-5, .rtol = 1e-4, .i = {1});
+  CASE("layer_norm", f_norm, 3,
+       {rnd(SH(5, 6, 40), -2, 2), rnd(SH(40), 0.5, 1.5), rnd(SH(40), -1, 1)}, {2, 0, 0}, 7,
        .atol = 1e-5, .rtol = 1e-4, .i = {2, 1});
-  CASE("layer_norm no affine", f_norm, 3, {rnd(SH(7, 3, 10), -2, 2), NULL, NULL}, {0, 0, 0}, 1, .atol = 1e-5, .rtol = 1e-4,
-       .i = {2, 2});
+  CASE("layer_norm no affine", f_norm, 3, {rnd(SH(7, 3, 10), -2, 2), NULL, NULL}, {0, 0, 0}, 1,
+       .atol = 1e-5, .rtol = 1e-4, .i = {2, 2});
 
   /* indexing; the embedding backward has many repeated indices (scatter_add collisions) */
-  CASE("embedding", f_index, 2, {rnd(SH(50, 16), -1, 1), ints(SH(30, 40), 50)}, {0, 0}, 1, .atol = 1e-5, .rtol = 1e-5, .i = {0});
-  CASE("index_select", f_index, 2, {rnd(SH(6, 9, 4), -1, 1), ints(SH(12), 9)}, {1, 0}, 1, F32TOL, .i = {1, 1});
-  CASE("gather", f_index, 2, {rnd(SH(5, 8), -1, 1), ints(SH(5, 11), 8)}, {2, 1}, 1, F32TOL, .i = {2, 1});
-  CASE("scatter_add", f_index, 3, {rnd(SH(7, 6), -1, 1), ints(SH(20, 6), 7), rnd(SH(20, 6), -1, 1)}, {0, 1, 2}, 5,
-       .atol = 1e-6, .rtol = 1e-5, .i = {3, 0});
-  CASE("scatter_add int64", f_index, 3, {ints(SH(5, 4), 9), ints(SH(9, 4), 5), ints(SH(9, 4), 9)}, {0, 0, 0}, 0, EXACT,
-       .i = {3, 0});
+  CASE("embedding", f_index, 2, {rnd(SH(50, 16), -1, 1), ints(SH(30, 40), 50)}, {0, 0}, 1,
+       .atol = 1e-5, .rtol = 1e-5, .i = {0});
+  CASE("index_select", f_index, 2, {rnd(SH(6, 9, 4), -1, 1), ints(SH(12), 9)}, {1, 0}, 1, F32TOL,
+       .i = {1, 1});
+  CASE("gather", f_index, 2, {rnd(SH(5, 8), -1, 1), ints(SH(5, 11), 8)}, {2, 1}, 1, F32TOL,
+       .i = {2, 1});
+  CASE("scatter_add", f_index, 3, {rnd(SH(7, 6), -1, 1), ints(SH(20, 6), 7), rnd(SH(20, 6), -1, 1)},
+       {0, 1, 2}, 5, .atol = 1e-6, .rtol = 1e-5, .i = {3, 0});
+  CASE("scatter_add int64", f_index, 3, {ints(SH(5, 4), 9), ints(SH(9, 4), 5), ints(SH(9, 4), 9)},
+       {0, 0, 0}, 0, EXACT, .i = {3, 0});
   CASE("one_hot", f_index, 2, {NULL, ints(SH(4, 5), 6)}, {0, 1}, 0, EXACT, .i = {4, 6});
-  CASE("concat", f_index, 2, {rnd(SH(3, 4), -1, 1), rnd(SH(3, 5), -1, 1)}, {1, 2}, 3, F32TOL, .i = {5, 1});
-  CASE("stack", f_index, 2, {rnd(SH(3, 4), -1, 1), rnd(SH(3, 4), -1, 1)}, {0, 1}, 3, F32TOL, .i = {6, 1});
+  CASE("concat", f_index, 2, {rnd(SH(3, 4), -1, 1), rnd(SH(3, 5), -1, 1)}, {1, 2}, 3, F32TOL,
+       .i = {5, 1});
+  CASE("stack", f_index, 2, {rnd(SH(3, 4), -1, 1), rnd(SH(3, 4), -1, 1)}, {0, 1}, 3, F32TOL,
+       .i = {6, 1});
   CASE("split", f_index, 1, {rnd(SH(4, 6), -1, 1)}, {2}, 1, F32TOL, .i = {7, 0});
   {
     nn_tensor *bad = ints(SH(4, 3), 8);
     nn_tensor_set_flat(bad, 7, 8);
-    CASE("gather index out of range", f_index, 2, {rnd(SH(4, 8), -1, 1), bad}, {0, 0}, 0, F32TOL, .i = {2, 1});
+    CASE("gather index out of range", f_index, 2, {rnd(SH(4, 8), -1, 1), bad}, {0, 0}, 0, F32TOL,
+         .i = {2, 1});
   }
 
   /* random numbers: the same draws from one seed on either device */
   for (int dt = 0; dt < 2; dt++) {
     CASE("uniform_", f_rng, 0, {NULL}, {0}, 0, EXACT, .i = {0, dt, dt});
-    CASE("normal_", f_rng, 0, {NULL}, {0}, 0, .atol = 1e-12, .rtol = dt ? 1e-13 : 2.5e-7, .i = {1, dt, dt});
+    CASE("normal_", f_rng, 0, {NULL}, {0}, 0, .atol = 1e-12, .rtol = dt ? 1e-13 : 2.5e-7,
+         .i = {1, dt, dt});
     CASE("bernoulli_", f_rng, 0, {NULL}, {0}, 0, EXACT, .i = {2, dt, dt});
   }
   CASE("categorical", f_rng, 1, {rnd(SH(5, 30), 0, 1)}, {1}, 0, EXACT, .i = {3});
@@ -750,19 +919,22 @@ static void suite(void) {
   }
 
   /* fused optimizer steps */
-  CASE("SGD momentum", f_optim, 2, {rnd(SH(40), -1, 1), rnd(SH(40), -1, 1)}, {0, 0}, 0, F32TOL, .i = {NN_OPTIM_SGD, 0},
-       .f = {0.9, 0.01});
-  CASE("SGD nesterov", f_optim, 2, {rnd(SH(40), -1, 1), rnd(SH(40), -1, 1)}, {0, 0}, 0, F32TOL, .i = {NN_OPTIM_SGD, 1},
-       .f = {0.9, 0});
-  CASE("SGD plain", f_optim, 2, {rnd(SH(40), -1, 1), rnd(SH(40), -1, 1)}, {0, 0}, 0, F32TOL, .i = {NN_OPTIM_SGD, 0});
-  CASE("Adam", f_optim, 2, {rnd(SH(40), -1, 1), rnd(SH(40), -1, 1)}, {0, 0}, 0, F32TOL, .i = {NN_OPTIM_ADAM}, .f = {0, 0.01});
-  CASE("AdamW", f_optim, 2, {rnd(SH(40), -1, 1), rnd(SH(40), -1, 1)}, {0, 0}, 0, F32TOL, .i = {NN_OPTIM_ADAMW}, .f = {0, 0.01});
-  CASE("RMSProp centered momentum", f_optim, 2, {rnd(SH(40), -1, 1), rnd(SH(40), -1, 1)}, {0, 0}, 0, F32TOL,
-       .i = {NN_OPTIM_RMSPROP, 0, 1}, .f = {0.5, 0.01});
+  CASE("SGD momentum", f_optim, 2, {rnd(SH(40), -1, 1), rnd(SH(40), -1, 1)}, {0, 0}, 0, F32TOL,
+       .i = {NN_OPTIM_SGD, 0}, .f = {0.9, 0.01});
+  CASE("SGD nesterov", f_optim, 2, {rnd(SH(40), -1, 1), rnd(SH(40), -1, 1)}, {0, 0}, 0, F32TOL,
+       .i = {NN_OPTIM_SGD, 1}, .f = {0.9, 0});
+  CASE("SGD plain", f_optim, 2, {rnd(SH(40), -1, 1), rnd(SH(40), -1, 1)}, {0, 0}, 0, F32TOL,
+       .i = {NN_OPTIM_SGD, 0});
+  CASE("Adam", f_optim, 2, {rnd(SH(40), -1, 1), rnd(SH(40), -1, 1)}, {0, 0}, 0, F32TOL,
+       .i = {NN_OPTIM_ADAM}, .f = {0, 0.01});
+  CASE("AdamW", f_optim, 2, {rnd(SH(40), -1, 1), rnd(SH(40), -1, 1)}, {0, 0}, 0, F32TOL,
+       .i = {NN_OPTIM_ADAMW}, .f = {0, 0.01});
+  CASE("RMSProp centered momentum", f_optim, 2, {rnd(SH(40), -1, 1), rnd(SH(40), -1, 1)}, {0, 0}, 0,
+       F32TOL, .i = {NN_OPTIM_RMSPROP, 0, 1}, .f = {0.5, 0.01});
 
   /* a model moved with nn_module_to, trained three steps */
-  CASE("MLP moved to the device, 3 SGD steps", f_model, 2, {rnd(SH(8, 12), -1, 1), ints(SH(8), 4)}, {0, 0}, 0,
-       .atol = 1e-5, .rtol = 1e-4);
+  CASE("MLP moved to the device, 3 SGD steps", f_model, 2, {rnd(SH(8, 12), -1, 1), ints(SH(8), 4)},
+       {0, 0}, 0, .atol = 1e-5, .rtol = 1e-4);
 }
 
 #ifdef WB_HAVE_CUDA
@@ -772,8 +944,7 @@ static void coverage(const nn_backend_i *be) {
   for (int op = 0; op < NN_OP_COUNT; op++) {
     /* fused or block-sparse kernels whose layers fall back (or stay on the CPU) without them */
     bool optional = op == NN_OP_CONV2D_RELU_MAXPOOL || op == NN_OP_CONV2D_RELU_MAXPOOL_BACKWARD ||
-                    op == NN_OP_BLOCK_LINEAR ||
-                    op == NN_OP_BLOCK_LINEAR_BACKWARD ||
+                    op == NN_OP_BLOCK_LINEAR || op == NN_OP_BLOCK_LINEAR_BACKWARD ||
                     op == NN_OP_BLOCK_MASK_EXPAND;
     if (be->kernels[op]) continue;
     CHECK(optional, "kernel %s is not implemented on cuda", nn_op_name(op));
@@ -804,9 +975,10 @@ static void suites(bool tf32) {
   if (!tf32) return;
   /* TF32 on: products within TF32's precision of the float32 reference */
   nn_set_allow_tf32(true);
-  CASE("matmul TF32", f_matmul, 2, {rnd(SH(64, 128), -1, 1), rnd(SH(128, 32), -1, 1)}, {0, 0}, 3, .atol = 1e-2, .rtol = 1e-2);
-  CASE("conv2d TF32", f_conv, 3, {rnd(SH(2, 8, 10, 10), -1, 1), rnd(SH(8, 8, 3, 3), -1, 1), NULL}, {0, 0, 0}, 3,
-       .atol = 1e-2, .rtol = 1e-2, .i = {1, 1, 1, 1, 1, 1, 1});
+  CASE("matmul TF32", f_matmul, 2, {rnd(SH(64, 128), -1, 1), rnd(SH(128, 32), -1, 1)}, {0, 0}, 3,
+       .atol = 1e-2, .rtol = 1e-2);
+  CASE("conv2d TF32", f_conv, 3, {rnd(SH(2, 8, 10, 10), -1, 1), rnd(SH(8, 8, 3, 3), -1, 1), NULL},
+       {0, 0, 0}, 3, .atol = 1e-2, .rtol = 1e-2, .i = {1, 1, 1, 1, 1, 1, 1});
   nn_set_allow_tf32(false);
 }
 
@@ -814,7 +986,8 @@ int main(int argc, char **argv) {
   if (argc > 1 && !strcmp(argv[1], "--self")) { /* the harness against itself, on the CPU */
     test_dev = NN_DEVICE_CPU;
     suites(false);
-    printf("%d cases on cpu against cpu (harness self-check), %ld kernel outputs poisoned\n", n_cases, n_poisoned);
+    printf("%d cases on cpu against cpu (harness self-check), %ld kernel outputs poisoned\n",
+           n_cases, n_poisoned);
     return th_done();
   }
 #ifndef WB_HAVE_CUDA

@@ -64,13 +64,15 @@ static int same_params(nn_module *a, nn_module *b) {
   nn_module_parameters(b, &lb, &nb);
   same = na == nb;
   for (int i = 0; same && i < na; i++)
-    same = !memcmp(nn_tensor_data(la[i].t), nn_tensor_data(lb[i].t), (size_t)nn_tensor_numel(la[i].t) * 4);
+    same = !memcmp(nn_tensor_data(la[i].t), nn_tensor_data(lb[i].t),
+                   (size_t)nn_tensor_numel(la[i].t) * 4);
   nn_named_list_free(la, na);
   nn_named_list_free(lb, nb);
   nn_module_buffers(a, &la, &na);
   nn_module_buffers(b, &lb, &nb);
   for (int i = 0; same && i < na; i++)
-    same = !memcmp(nn_tensor_data(la[i].t), nn_tensor_data(lb[i].t), (size_t)nn_tensor_numel(la[i].t) * 4);
+    same = !memcmp(nn_tensor_data(la[i].t), nn_tensor_data(lb[i].t),
+                   (size_t)nn_tensor_numel(la[i].t) * 4);
   nn_named_list_free(la, na);
   nn_named_list_free(lb, nb);
   return same;
@@ -109,7 +111,8 @@ static void test_resume(void) {
   CHECK(got && nn_ckpt_int(got, "extra.step", &s) == NN_OK && s == 4, "extra entries round-trip");
   nn_ckpt_free(got);
   CHECK(same_params(m2, m3), "loaded model equals the saved one bit for bit");
-  CHECK(r3.seed == r2.seed && r3.stream == r2.stream && r3.offset == r2.offset, "RNG state restored");
+  CHECK(r3.seed == r2.seed && r3.stream == r2.stream && r3.offset == r2.offset,
+        "RNG state restored");
   for (int i = 0; i < 6; i++) OK(step(m3, o3, &r3));
   CHECK(same_params(m1, m3), "resumed training is identical to uninterrupted training");
   nn_optim_free(o1);
@@ -170,14 +173,16 @@ static void test_bad_files(void) {
   EXPECT_ERR(nn_checkpoint_load(bad, fresh, fo, NULL, NULL), NN_ERR_IO, "CRC-32 mismatch");
   copy_prefix(path, bad, 5, -1);
   EXPECT_ERR(nn_checkpoint_load(bad, fresh, fo, NULL, NULL), NN_ERR_IO, "not a wb checkpoint");
-  EXPECT_ERR(nn_checkpoint_load("/nonexistent/x.ckpt", fresh, fo, NULL, NULL), NN_ERR_IO, "cannot open");
+  EXPECT_ERR(nn_checkpoint_load("/nonexistent/x.ckpt", fresh, fo, NULL, NULL), NN_ERR_IO,
+             "cannot open");
   CHECK(same_params(fresh, pristine), "failed loads leave the model untouched");
   /* a model of another shape */
   nn_module *a, *other;
   nn_linear_new(&a, 6, 9, true);
   nn_sequential_new(&other, 1, &a);
-  EXPECT_ERR(nn_checkpoint_load(path, other, NULL, NULL, NULL), NN_ERR_SHAPE,
-             "parameter \"0.weight\" is float32 (8, 6) in the file and float32 (9, 6) in the model");
+  EXPECT_ERR(
+      nn_checkpoint_load(path, other, NULL, NULL, NULL), NN_ERR_SHAPE,
+      "parameter \"0.weight\" is float32 (8, 6) in the file and float32 (9, 6) in the model");
   nn_module_free(a);
   nn_module_free(other);
   /* optimizer of another kind: nothing is written, not even the model */
@@ -189,16 +194,19 @@ static void test_bad_files(void) {
   nn_named_list_free(pl, pn);
   nn_optim *sgd = NULL;
   OK(nn_optim_new(&sgd, NN_OPTIM_SGD, pn, ps, NULL));
-  EXPECT_ERR(nn_checkpoint_load(path, fresh, sgd, NULL, NULL), NN_ERR_SHAPE, "holds Adam state, the optimizer is SGD");
+  EXPECT_ERR(nn_checkpoint_load(path, fresh, sgd, NULL, NULL), NN_ERR_SHAPE,
+             "holds Adam state, the optimizer is SGD");
   CHECK(same_params(fresh, pristine), "a mismatched optimizer leaves the model untouched");
   nn_optim_free(sgd);
-  /* a crash mid-save leaves a stale .tmp beside the intact checkpoint; a failed save keeps it too */
+  /* a crash mid-save leaves a stale .tmp beside the intact checkpoint; a failed save keeps it too
+   */
   char tmp[140];
   snprintf(tmp, sizeof tmp, "%s.tmp", path);
   copy_prefix(path, tmp, n / 3, -1);
   OK(nn_checkpoint_load(path, fresh, fo, NULL, NULL));
   CHECK(same_params(fresh, m), "checkpoint intact beside a half-written temp file");
-  EXPECT_ERR(nn_checkpoint_save("/nonexistent/dir/c.ckpt", m, o, &r, NULL), NN_ERR_IO, "cannot create");
+  EXPECT_ERR(nn_checkpoint_save("/nonexistent/dir/c.ckpt", m, o, &r, NULL), NN_ERR_IO,
+             "cannot create");
   nn_optim_free(o);
   nn_optim_free(fo);
   nn_module_free(m);

@@ -22,19 +22,27 @@ static nn_tensor *req(nn_tensor *t) {
 
 static double bin_ref(int code, double x, double y) {
   switch (code) {
-  case 0: return x + y;
-  case 1: return x - y;
-  case 2: return x * y;
-  default: return x / y;
+  case 0:
+    return x + y;
+  case 1:
+    return x - y;
+  case 2:
+    return x * y;
+  default:
+    return x / y;
   }
 }
 
 static int bin_call(int code, nn_tensor **out, nn_tensor *a, nn_tensor *b) {
   switch (code) {
-  case 0: return nn_add(out, a, b);
-  case 1: return nn_sub(out, a, b);
-  case 2: return nn_mul(out, a, b);
-  default: return nn_div(out, a, b);
+  case 0:
+    return nn_add(out, a, b);
+  case 1:
+    return nn_sub(out, a, b);
+  case 2:
+    return nn_mul(out, a, b);
+  default:
+    return nn_div(out, a, b);
   }
 }
 
@@ -49,7 +57,7 @@ static void test_binary(void) {
     int nb;
     int64_t b[4];
   } cases[] = {
-      {2, {3, 4}, 2, {3, 4}}, {2, {3, 4}, 1, {4}},       {3, {2, 1, 4}, 2, {3, 1}},
+      {2, {3, 4}, 2, {3, 4}}, {2, {3, 4}, 1, {4}},          {3, {2, 1, 4}, 2, {3, 1}},
       {1, {5}, 0, {0}},       {3, {2, 3, 4}, 3, {2, 3, 4}}, {2, {1, 4}, 2, {3, 1}},
   };
   for (int code = 0; code < 4; code++)
@@ -101,10 +109,14 @@ static void test_binary(void) {
 
 static int scalar_fn(void *ctx, nn_tensor **in, nn_tensor **out) {
   switch (*(int *)ctx) {
-  case 0: return nn_add_scalar(out, in[0], 1.5);
-  case 1: return nn_mul_scalar(out, in[0], -2.0);
-  case 2: return nn_rsub_scalar(out, in[0], 3.0);
-  default: return nn_rdiv_scalar(out, in[0], 2.0);
+  case 0:
+    return nn_add_scalar(out, in[0], 1.5);
+  case 1:
+    return nn_mul_scalar(out, in[0], -2.0);
+  case 2:
+    return nn_rsub_scalar(out, in[0], 3.0);
+  default:
+    return nn_rdiv_scalar(out, in[0], 2.0);
   }
 }
 
@@ -115,7 +127,10 @@ static void test_scalar(void) {
     OK(scalar_fn(&code, &a, &o));
     double *ref = th_to_double(a);
     for (int64_t i = 0; i < n; i++)
-      ref[i] = code == 0 ? ref[i] + 1.5 : code == 1 ? ref[i] * -2.0 : code == 2 ? 3.0 - ref[i] : 2.0 / ref[i];
+      ref[i] = code == 0   ? ref[i] + 1.5
+               : code == 1 ? ref[i] * -2.0
+               : code == 2 ? 3.0 - ref[i]
+                           : 2.0 / ref[i];
     th_close(o, ref, 1e-6, 1e-6, "scalar");
     free(ref);
     nn_tensor_free(o);
@@ -162,13 +177,27 @@ static int view_fn(void *ctx, nn_tensor **in, nn_tensor **out) {
   nn_tensor *v = NULL, *w = NULL;
   int rc;
   switch (k) {
-  case 0: rc = nn_transpose(&v, in[0], 0, 2); break;
-  case 1: rc = nn_permute(&v, in[0], (int[]){2, 0, 1}); break;
-  case 2: rc = nn_narrow(&v, in[0], 1, 1, 2); break;
-  case 3: rc = nn_slice(&v, in[0], 2, 0, 4, 2); break;
-  case 4: rc = nn_reshape(&v, in[0], 2, (int64_t[]){-1, 4}); break;
-  case 5: rc = nn_expand(&v, in[0], 4, (int64_t[]){2, 2, 3, 4}); break;
-  default: rc = nn_unsqueeze(&v, in[0], 1); break;
+  case 0:
+    rc = nn_transpose(&v, in[0], 0, 2);
+    break;
+  case 1:
+    rc = nn_permute(&v, in[0], (int[]){2, 0, 1});
+    break;
+  case 2:
+    rc = nn_narrow(&v, in[0], 1, 1, 2);
+    break;
+  case 3:
+    rc = nn_slice(&v, in[0], 2, 0, 4, 2);
+    break;
+  case 4:
+    rc = nn_reshape(&v, in[0], 2, (int64_t[]){-1, 4});
+    break;
+  case 5:
+    rc = nn_expand(&v, in[0], 4, (int64_t[]){2, 2, 3, 4});
+    break;
+  default:
+    rc = nn_unsqueeze(&v, in[0], 1);
+    break;
   }
   if (rc) return rc;
   /* multiply so that the view's elements get distinct weights */
@@ -237,7 +266,8 @@ static void ref_matmul(const nn_tensor *a, const nn_tensor *b, const nn_tensor *
       for (int64_t j = 0; j < N; j++) {
         double s = 0;
         for (int64_t k = 0; k < K; k++)
-          s += nn_tensor_get_flat(ea, bi * M * K + i * K + k) * nn_tensor_get_flat(eb, bi * K * N + k * N + j);
+          s += nn_tensor_get_flat(ea, bi * M * K + i * K + k) *
+               nn_tensor_get_flat(eb, bi * K * N + k * N + j);
         ref[bi * M * N + i * N + j] = s;
       }
   nn_tensor_free(ea);
@@ -257,10 +287,16 @@ static void test_matmul(void) {
     int64_t b[4];
     int ta, tb; /* pass as transposed views */
   } cases[] = {
-      {2, {3, 4}, 2, {4, 5}, 0, 0}, {2, {3, 4}, 2, {4, 5}, 1, 0}, {2, {3, 4}, 2, {4, 5}, 0, 1},
-      {2, {3, 4}, 2, {4, 5}, 1, 1}, {3, {2, 3, 4}, 3, {2, 4, 2}, 0, 1},
-      {3, {2, 3, 4}, 2, {4, 2}, 0, 0}, {4, {2, 1, 3, 4}, 3, {3, 4, 2}, 1, 0},
-      {1, {4}, 1, {4}, 0, 0}, {1, {4}, 2, {4, 3}, 0, 0}, {2, {3, 4}, 1, {4}, 0, 0},
+      {2, {3, 4}, 2, {4, 5}, 0, 0},
+      {2, {3, 4}, 2, {4, 5}, 1, 0},
+      {2, {3, 4}, 2, {4, 5}, 0, 1},
+      {2, {3, 4}, 2, {4, 5}, 1, 1},
+      {3, {2, 3, 4}, 3, {2, 4, 2}, 0, 1},
+      {3, {2, 3, 4}, 2, {4, 2}, 0, 0},
+      {4, {2, 1, 3, 4}, 3, {3, 4, 2}, 1, 0},
+      {1, {4}, 1, {4}, 0, 0},
+      {1, {4}, 2, {4, 3}, 0, 0},
+      {2, {3, 4}, 1, {4}, 0, 0},
       {2, {1, 4}, 2, {4, 1}, 0, 0},
   };
   for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
@@ -285,8 +321,14 @@ static void test_matmul(void) {
     if (o) {
       nn_tensor *a2 = NULL, *b2 = NULL, *o2 = NULL;
       /* reference on the promoted 2-D+ operands */
-      if (in[0]->ndim == 1) nn_unsqueeze(&a2, in[0], 0); else a2 = nn_tensor_retain(in[0]);
-      if (in[1]->ndim == 1) nn_unsqueeze(&b2, in[1], -1); else b2 = nn_tensor_retain(in[1]);
+      if (in[0]->ndim == 1)
+        nn_unsqueeze(&a2, in[0], 0);
+      else
+        a2 = nn_tensor_retain(in[0]);
+      if (in[1]->ndim == 1)
+        nn_unsqueeze(&b2, in[1], -1);
+      else
+        b2 = nn_tensor_retain(in[1]);
       nn_matmul(&o2, a2, b2);
       double *ref = malloc((size_t)nn_tensor_numel(o2) * sizeof *ref);
       ref_matmul(a2, b2, o2, ref);
@@ -315,8 +357,10 @@ static void test_matmul(void) {
   th_close(o, ref, 1e-12, 1e-12, "matmul f64");
   nn_tensor *bad = th_rand(2, (int64_t[]){4, 2}, 0, 1), *o2 = NULL;
   nn_tensor *a32 = th_rand(2, (int64_t[]){5, 3}, 0, 1);
-  EXPECT_ERR(nn_matmul(&o2, a32, bad), NN_ERR_SHAPE, "matmul: shapes (5, 3) and (4, 2): inner dims differ (3 vs 4)");
-  EXPECT_ERR(nn_matmul(&o2, a, bad), NN_ERR_DTYPE, "matmul: operands must be float32 or float64 of one dtype, got float64 and float32");
+  EXPECT_ERR(nn_matmul(&o2, a32, bad), NN_ERR_SHAPE,
+             "matmul: shapes (5, 3) and (4, 2): inner dims differ (3 vs 4)");
+  EXPECT_ERR(nn_matmul(&o2, a, bad), NN_ERR_DTYPE,
+             "matmul: operands must be float32 or float64 of one dtype, got float64 and float32");
   nn_tensor_free(a);
   nn_tensor_free(b);
   nn_tensor_free(o);
@@ -337,7 +381,8 @@ static void test_linear(void) {
     for (int i = 0; i < 6; i++)
       for (int j = 0; j < 3; j++) {
         double s = bias ? nn_tensor_get_flat(b, j) : 0;
-        for (int k = 0; k < 4; k++) s += nn_tensor_get_flat(x, i * 4 + k) * nn_tensor_get_flat(w, j * 4 + k);
+        for (int k = 0; k < 4; k++)
+          s += nn_tensor_get_flat(x, i * 4 + k) * nn_tensor_get_flat(w, j * 4 + k);
         ref[i * 3 + j] = s;
       }
     th_close(o, ref, 1e-5, 1e-5, "linear");

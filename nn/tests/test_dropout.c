@@ -6,9 +6,9 @@
  * blocks a shorter inner dimension (only the kept columns) differently from the dense one, so
  * the float32 sums are added in another order; dropout layers alone and checkpoint resumes are
  * compared bit for bit (memcmp). */
-#include "harness.h"
 #include "checkpoint.h"
 #include "gyro_dropout.h"
+#include "harness.h"
 #include "module.h"
 #include "ops_block.h"
 #include "optim.h"
@@ -73,7 +73,8 @@ static void test_block_linear(void) {
   for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
     const int64_t *k = cases[c];
     int64_t N = k[0], NI = k[1], O = k[2];
-    nn_tensor *x = th_rand(2, (int64_t[]){N, NI}, -1, 1), *w = th_rand(2, (int64_t[]){O, NI}, -1, 1);
+    nn_tensor *x = th_rand(2, (int64_t[]){N, NI}, -1, 1),
+              *w = th_rand(2, (int64_t[]){O, NI}, -1, 1);
     nn_tensor *b = k[7] ? th_rand(1, (int64_t[]){O}, -1, 1) : NULL;
     bl_ctx ctx = {k[5] ? mask_rand(k[5], NI / k[3], 0.5) : NULL, k[3],
                   k[6] ? mask_rand(k[6], O / k[4], 0.6) : NULL, k[4]};
@@ -199,16 +200,20 @@ static void test_gyro(void) {
       for (int64_t r = 0; r < N; r++) {
         int64_t gr = grp(r, 16, N);
         for (int64_t u = 0; u < 512; u++)
-          if (fabs(nn_tensor_get_flat(y, r * 512 + u) - nn_tensor_get_flat(pool, draw[gr] * 512 + u) / 0.7) > 1e-6)
+          if (fabs(nn_tensor_get_flat(y, r * 512 + u) -
+                   nn_tensor_get_flat(pool, draw[gr] * 512 + u) / 0.7) > 1e-6)
             ok = false;
       }
-      CHECK(ok, "N=%lld step %lld: row groups use the drawn masks, scaled", (long long)N, (long long)step);
+      CHECK(ok, "N=%lld step %lld: row groups use the drawn masks, scaled", (long long)N,
+            (long long)step);
       bool distinct = true;
       for (int i = 0; i < 16; i++)
         for (int j = 0; j < i; j++) distinct &= draw[i] != draw[j];
       CHECK(distinct, "tau distinct masks per draw");
-      if ((step - 1) % 5 != 0) CHECK(!memcmp(prev, draw, sizeof prev), "same draw within a period");
-      else if (step > 1) CHECK(memcmp(prev, draw, sizeof prev), "new draw after a period");
+      if ((step - 1) % 5 != 0)
+        CHECK(!memcmp(prev, draw, sizeof prev), "same draw within a period");
+      else if (step > 1)
+        CHECK(memcmp(prev, draw, sizeof prev), "new draw after a period");
       memcpy(prev, draw, sizeof prev);
       nn_tensor_free(y);
     }
@@ -223,7 +228,8 @@ static void test_gyro(void) {
     OK(nn_backward(sum, NULL));
     bool ok = x->grad != NULL;
     for (int64_t i = 0; ok && i < 20 * 512; i++) {
-      double xv = nn_tensor_get_flat(x, i), yv = nn_tensor_get_flat(y, i), gv = nn_tensor_get_flat(x->grad, i);
+      double xv = nn_tensor_get_flat(x, i), yv = nn_tensor_get_flat(y, i),
+             gv = nn_tensor_get_flat(x->grad, i);
       ok = (gv == 0 && yv == 0) || (fabs(gv - 1 / 0.7) < 1e-6 && fabs(yv - xv / 0.7) < 1e-6);
     }
     CHECK(ok, "gradient is the scaled mask");
@@ -254,8 +260,10 @@ static void test_gyro(void) {
       nn_tensor_free(xx);
       nn_tensor_free(yy);
     }
-    same &= !memcmp(nn_tensor_data(buf(a, "draw")), nn_tensor_data(buf(b, "draw")), 4 * sizeof(int64_t));
-    diff |= memcmp(nn_tensor_data(buf(a, "draw")), nn_tensor_data(buf(c, "draw")), 4 * sizeof(int64_t)) != 0;
+    same &= !memcmp(nn_tensor_data(buf(a, "draw")), nn_tensor_data(buf(b, "draw")),
+                    4 * sizeof(int64_t));
+    diff |= memcmp(nn_tensor_data(buf(a, "draw")), nn_tensor_data(buf(c, "draw")),
+                   4 * sizeof(int64_t)) != 0;
   }
   CHECK(same, "shared layers draw the same subnetwork indices");
   CHECK(diff, "independent layers draw their own");
@@ -268,17 +276,22 @@ static void test_gyro(void) {
   nn_opt bad[] = {{"p", 1.0, NULL}, {"size", 64, NULL}, {"iters", 100, NULL}};
   EXPECT_ERR(nn_layer_new(&m, "GyroDropout", 3, bad), NN_ERR_ARG, "p must be in [0, 1), got 1");
   nn_opt st[] = {{"sigma", 8, NULL}, {"size", 64, NULL}, {"iters", 100, NULL}};
-  EXPECT_ERR(nn_layer_new(&m, "GyroDropout", 3, st), NN_ERR_ARG, "need sigma >= tau >= 1, got sigma=8, tau=16");
+  EXPECT_ERR(nn_layer_new(&m, "GyroDropout", 3, st), NN_ERR_ARG,
+             "need sigma >= tau >= 1, got sigma=8, tau=16");
   nn_opt bl[] = {{"block", 48, NULL}, {"size", 64, NULL}, {"iters", 100, NULL}};
-  EXPECT_ERR(nn_layer_new(&m, "GyroDropout", 3, bl), NN_ERR_ARG, "block=48 does not divide size=64");
+  EXPECT_ERR(nn_layer_new(&m, "GyroDropout", 3, bl), NN_ERR_ARG,
+             "block=48 does not divide size=64");
   nn_opt un[] = {{"sigmaa", 8, NULL}};
   EXPECT_ERR(nn_layer_new(&m, "GyroDropout", 1, un), NN_ERR_ARG,
-             "unknown option \"sigmaa\"; known options: p, size, sigma, tau, iters, period, block, shared");
+             "unknown option \"sigmaa\"; known options: p, size, sigma, tau, iters, period, block, "
+             "shared");
   nn_opt ni[] = {{"size", 64, NULL}};
   EXPECT_ERR(nn_layer_new(&m, "GyroDropout", 1, ni), NN_ERR_ARG, "give iters");
-  EXPECT_ERR(nn_layer_new(&m, "GyroDropout", 0, NULL), NN_ERR_ARG, "size (units per row) is required");
+  EXPECT_ERR(nn_layer_new(&m, "GyroDropout", 0, NULL), NN_ERR_ARG,
+             "size (units per row) is required");
   nn_opt bp[] = {{"p", -0.1, NULL}};
-  EXPECT_ERR(nn_layer_new(&m, "BlockDropout", 1, bp), NN_ERR_ARG, "BlockDropout: p must be in [0, 1)");
+  EXPECT_ERR(nn_layer_new(&m, "BlockDropout", 1, bp), NN_ERR_ARG,
+             "BlockDropout: p must be in [0, 1)");
   CHECK(m == NULL, "no module on error");
 }
 
@@ -310,7 +323,8 @@ static void test_block_dropout(void) {
   /* 200 x 3 groups x 16 blocks = 9600 block draws */
   CHECK(fabs(kept / total - 0.75) < 5 * sqrt(0.75 * 0.25 / 9600), "keep rate %g", kept / total);
   nn_tensor *x2 = th_rand(2, (int64_t[]){4, 40}, 0, 1);
-  EXPECT_ERR(nn_module_forward(d, x2, &y), NN_ERR_SHAPE, "BlockDropout: block=16 does not divide the 40 units");
+  EXPECT_ERR(nn_module_forward(d, x2, &y), NN_ERR_SHAPE,
+             "BlockDropout: block=16 does not divide the 40 units");
   nn_tensor_free(x2);
   nn_tensor_free(x);
   nn_module_free(d);
@@ -377,7 +391,8 @@ static void test_block_equals_dense(void) {
     for (int step = 0; step < 3; step++) {
       double *yd, *yb;
       nn_manual_seed(100 + step);
-      int64_t k1 = s1 ? *(int64_t *)nn_tensor_data(s1) : 0, k2 = s2 ? *(int64_t *)nn_tensor_data(s2) : 0;
+      int64_t k1 = s1 ? *(int64_t *)nn_tensor_data(s1) : 0,
+              k2 = s2 ? *(int64_t *)nn_tensor_data(s2) : 0;
       double *gd = loss_grads(seq, x, lab, &yd);
       nn_manual_seed(100 + step); /* same draws again */
       if (s1) *(int64_t *)nn_tensor_data(s1) = k1, *(int64_t *)nn_tensor_data(s2) = k2;
@@ -385,12 +400,14 @@ static void test_block_equals_dense(void) {
       nn_tensor *t = NULL;
       OK(nn_tensor_from_data(&t, 2, (int64_t[]){N, C}, NN_DTYPE_F64, yb));
       char what[80];
-      snprintf(what, sizeof what, "kind %d step %d: block-wise output equals dense with mask", kind, step);
+      snprintf(what, sizeof what, "kind %d step %d: block-wise output equals dense with mask", kind,
+               step);
       th_close(t, yd, 1e-5, 1e-5, what);
       nn_tensor_free(t);
       int64_t np = nn_module_num_params(seq);
       OK(nn_tensor_from_data(&t, 1, &np, NN_DTYPE_F64, gb));
-      snprintf(what, sizeof what, "kind %d step %d: block-wise gradients equal dense with mask", kind, step);
+      snprintf(what, sizeof what, "kind %d step %d: block-wise gradients equal dense with mask",
+               kind, step);
       th_close(t, gd, 1e-5, 1e-5, what);
       nn_tensor_free(t);
       free(yd);
@@ -431,7 +448,8 @@ static void train(nn_module *m, nn_optim *o, int k, int64_t N) {
 
 static nn_module *resume_model(uint64_t seed, nn_optim **opt) {
   nn_manual_seed(seed);
-  nn_module *d1 = gyro(0.5, 64, 16, 4, 3, 16, false), *d2 = NULL, *d3 = gyro(0.3, 64, 8, 2, 2, 1, false);
+  nn_module *d1 = gyro(0.5, 64, 16, 4, 3, 16, false), *d2 = NULL,
+            *d3 = gyro(0.3, 64, 8, 2, 2, 1, false);
   OK(nn_block_dropout_new(&d2, 0.4, 8, 2));
   nn_module *l1, *l2, *l3, *l4, *r1, *r2, *r3;
   nn_linear_new(&l1, 32, 64, true);

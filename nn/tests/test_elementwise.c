@@ -33,14 +33,29 @@ static void avoid(nn_tensor *t, const double *pts, int n_pts, double margin) {
 
 /* ---- unary ops ---- */
 
-enum { U_NEG, U_EXP, U_LOG, U_SQRT, U_RSQRT, U_ABS, U_POW, U_CLAMP, U_RELU, U_LEAKY, U_TANH,
-       U_SIGMOID, U_GELU, U_GELU_TANH, U_SOFTPLUS };
+enum {
+  U_NEG,
+  U_EXP,
+  U_LOG,
+  U_SQRT,
+  U_RSQRT,
+  U_ABS,
+  U_POW,
+  U_CLAMP,
+  U_RELU,
+  U_LEAKY,
+  U_TANH,
+  U_SIGMOID,
+  U_GELU,
+  U_GELU_TANH,
+  U_SOFTPLUS
+};
 
 typedef struct {
   const char *name;
   int op;
-  double p0, p1;  /* op parameters */
-  double lo, hi;  /* input range */
+  double p0, p1; /* op parameters */
+  double lo, hi; /* input range */
   int n_kinks;
   double kinks[2];
 } un_case;
@@ -74,47 +89,75 @@ static const un_case un_cases[] = {
 
 static int un_call(const un_case *c, nn_tensor **out, nn_tensor *x) {
   switch (c->op) {
-  case U_NEG: return nn_neg(out, x);
-  case U_EXP: return nn_exp(out, x);
-  case U_LOG: return nn_log(out, x);
-  case U_SQRT: return nn_sqrt(out, x);
-  case U_RSQRT: return nn_rsqrt(out, x);
-  case U_ABS: return nn_abs(out, x);
-  case U_POW: return nn_pow_scalar(out, x, c->p0);
-  case U_CLAMP: return nn_clamp(out, x, c->p0, c->p1);
-  case U_RELU: return nn_relu(out, x);
-  case U_LEAKY: return nn_leaky_relu(out, x, c->p0);
-  case U_TANH: return nn_tanh(out, x);
-  case U_SIGMOID: return nn_sigmoid(out, x);
-  case U_GELU: return nn_gelu(out, x, false);
-  case U_GELU_TANH: return nn_gelu(out, x, true);
-  default: return nn_softplus(out, x, c->p0, c->p1);
+  case U_NEG:
+    return nn_neg(out, x);
+  case U_EXP:
+    return nn_exp(out, x);
+  case U_LOG:
+    return nn_log(out, x);
+  case U_SQRT:
+    return nn_sqrt(out, x);
+  case U_RSQRT:
+    return nn_rsqrt(out, x);
+  case U_ABS:
+    return nn_abs(out, x);
+  case U_POW:
+    return nn_pow_scalar(out, x, c->p0);
+  case U_CLAMP:
+    return nn_clamp(out, x, c->p0, c->p1);
+  case U_RELU:
+    return nn_relu(out, x);
+  case U_LEAKY:
+    return nn_leaky_relu(out, x, c->p0);
+  case U_TANH:
+    return nn_tanh(out, x);
+  case U_SIGMOID:
+    return nn_sigmoid(out, x);
+  case U_GELU:
+    return nn_gelu(out, x, false);
+  case U_GELU_TANH:
+    return nn_gelu(out, x, true);
+  default:
+    return nn_softplus(out, x, c->p0, c->p1);
   }
 }
 
 static double un_ref(const un_case *c, double x) {
   switch (c->op) {
-  case U_NEG: return -x;
-  case U_EXP: return exp(x);
-  case U_LOG: return log(x);
-  case U_SQRT: return sqrt(x);
-  case U_RSQRT: return 1 / sqrt(x);
-  case U_ABS: return fabs(x);
-  case U_POW: return pow(x, c->p0);
-  case U_CLAMP: return isnan(x) ? x : fmin(fmax(x, c->p0), c->p1);
-  case U_RELU: return x > 0 ? x : 0;
-  case U_LEAKY: return x > 0 ? x : c->p0 * x;
-  case U_TANH: return tanh(x);
-  case U_SIGMOID: return 1 / (1 + exp(-x));
-  case U_GELU: return 0.5 * x * (1 + erf(x / sqrt(2.0)));
-  case U_GELU_TANH: return 0.5 * x * (1 + tanh(sqrt(2 / M_PI) * (x + 0.044715 * x * x * x)));
-  default: return c->p0 * x > c->p1 ? x : log1p(exp(c->p0 * x)) / c->p0;
+  case U_NEG:
+    return -x;
+  case U_EXP:
+    return exp(x);
+  case U_LOG:
+    return log(x);
+  case U_SQRT:
+    return sqrt(x);
+  case U_RSQRT:
+    return 1 / sqrt(x);
+  case U_ABS:
+    return fabs(x);
+  case U_POW:
+    return pow(x, c->p0);
+  case U_CLAMP:
+    return isnan(x) ? x : fmin(fmax(x, c->p0), c->p1);
+  case U_RELU:
+    return x > 0 ? x : 0;
+  case U_LEAKY:
+    return x > 0 ? x : c->p0 * x;
+  case U_TANH:
+    return tanh(x);
+  case U_SIGMOID:
+    return 1 / (1 + exp(-x));
+  case U_GELU:
+    return 0.5 * x * (1 + erf(x / sqrt(2.0)));
+  case U_GELU_TANH:
+    return 0.5 * x * (1 + tanh(sqrt(2 / M_PI) * (x + 0.044715 * x * x * x)));
+  default:
+    return c->p0 * x > c->p1 ? x : log1p(exp(c->p0 * x)) / c->p0;
   }
 }
 
-static int un_fn(void *ctx, nn_tensor **in, nn_tensor **out) {
-  return un_call(ctx, out, in[0]);
-}
+static int un_fn(void *ctx, nn_tensor **in, nn_tensor **out) { return un_call(ctx, out, in[0]); }
 
 static void test_unary(void) {
   struct {
@@ -129,7 +172,8 @@ static void test_unary(void) {
       for (size_t si = 0; si < sizeof shapes / sizeof *shapes; si++)
         for (int nc = 0; nc < 2; nc++) {
           nn_tensor *x = th_rand_dt(shapes[si].nd, shapes[si].sh, c->lo, c->hi,
-                                    dt ? NN_DTYPE_F64 : NN_DTYPE_F32), *o = NULL;
+                                    dt ? NN_DTYPE_F64 : NN_DTYPE_F32),
+                    *o = NULL;
           if (nc) x = noncontig(x);
           OK(un_call(c, &o, x));
           if (o) {
@@ -140,8 +184,10 @@ static void test_unary(void) {
                      nc);
             CHECK(o->dtype == x->dtype && nn_tensor_same_shape(o, x) && nn_tensor_is_contiguous(o),
                   "%s: output dtype/shape", what);
-            if (dt) th_close(o, ref, 1e-14, 1e-12, what);
-            else th_close(o, ref, 1e-6, 2e-6, what);
+            if (dt)
+              th_close(o, ref, 1e-14, 1e-12, what);
+            else
+              th_close(o, ref, 1e-6, 2e-6, what);
             free(ref);
           }
           nn_tensor_free(o);
@@ -149,8 +195,8 @@ static void test_unary(void) {
         }
     /* backward: float32 contiguous and strided, float64 with a tight tolerance */
     for (int k = 0; k < 3; k++) {
-      nn_tensor *x = th_rand_dt(2, (int64_t[]){2, 3}, c->lo, c->hi,
-                                k == 2 ? NN_DTYPE_F64 : NN_DTYPE_F32);
+      nn_tensor *x =
+          th_rand_dt(2, (int64_t[]){2, 3}, c->lo, c->hi, k == 2 ? NN_DTYPE_F64 : NN_DTYPE_F32);
       avoid(x, c->kinks, c->n_kinks, 0.05);
       if (k == 1) x = noncontig(x);
       req(x);
@@ -158,8 +204,10 @@ static void test_unary(void) {
                k == 0   ? "f32"
                : k == 1 ? "f32 strided"
                         : "f64");
-      if (k == 2) th_gradcheck(un_fn, (void *)c, 1, &x, 1e-6, 1e-8, 1e-6, what);
-      else th_gradcheck(un_fn, (void *)c, 1, &x, 1e-3, 2e-3, 2e-2, what);
+      if (k == 2)
+        th_gradcheck(un_fn, (void *)c, 1, &x, 1e-6, 1e-8, 1e-6, what);
+      else
+        th_gradcheck(un_fn, (void *)c, 1, &x, 1e-3, 2e-3, 2e-2, what);
       nn_tensor_free(x);
     }
   }
@@ -200,44 +248,74 @@ static double ulp_f32(double r) {
   return (double)nextafterf(f, INFINITY) - f;
 }
 
-enum { M_EXP, M_LOG, M_TANH, M_SIGMOID, M_SOFTPLUS, M_GELU, M_GELU_TANH, M_GELU_GRAD,
-       M_GELU_TANH_GRAD, M_SOFTPLUS_GRAD, M_COUNT };
+enum {
+  M_EXP,
+  M_LOG,
+  M_TANH,
+  M_SIGMOID,
+  M_SOFTPLUS,
+  M_GELU,
+  M_GELU_TANH,
+  M_GELU_GRAD,
+  M_GELU_TANH_GRAD,
+  M_SOFTPLUS_GRAD,
+  M_COUNT
+};
 
 static double math_ref(int f, double v) {
   const double k = sqrt(2 / M_PI), c = 0.044715;
   double u2 = 2 * k * (v + c * v * v * v); /* gelu tanh form: x sigmoid(u2) */
   switch (f) {
-  case M_EXP: return exp(v);
-  case M_LOG: return log(v);
-  case M_TANH: return tanh(v);
-  case M_SIGMOID: return 1 / (1 + exp(-v));
-  case M_SOFTPLUS: return v > 20 ? v : log1p(exp(v));
-  case M_GELU: return 0.5 * v * erfc(-v / sqrt(2.0));
-  case M_GELU_TANH: return v / (1 + exp(-u2));
-  case M_GELU_GRAD: return 0.5 * erfc(-v / sqrt(2.0)) + v * exp(-0.5 * v * v) / sqrt(2 * M_PI);
+  case M_EXP:
+    return exp(v);
+  case M_LOG:
+    return log(v);
+  case M_TANH:
+    return tanh(v);
+  case M_SIGMOID:
+    return 1 / (1 + exp(-v));
+  case M_SOFTPLUS:
+    return v > 20 ? v : log1p(exp(v));
+  case M_GELU:
+    return 0.5 * v * erfc(-v / sqrt(2.0));
+  case M_GELU_TANH:
+    return v / (1 + exp(-u2));
+  case M_GELU_GRAD:
+    return 0.5 * erfc(-v / sqrt(2.0)) + v * exp(-0.5 * v * v) / sqrt(2 * M_PI);
   case M_GELU_TANH_GRAD: {
     double sg = 1 / (1 + exp(-u2));
     return sg + 2 * k * v * sg * (1 - sg) * (1 + 3 * c * v * v);
   }
-  default: return 1 / (1 + exp(-v));
+  default:
+    return 1 / (1 + exp(-v));
   }
 }
 
 static int math_call(int f, nn_tensor **out, nn_tensor *x) {
   switch (f) {
-  case M_EXP: return nn_exp(out, x);
-  case M_LOG: return nn_log(out, x);
-  case M_TANH: return nn_tanh(out, x);
-  case M_SIGMOID: return nn_sigmoid(out, x);
-  case M_SOFTPLUS: case M_SOFTPLUS_GRAD: return nn_softplus(out, x, 1, 20);
-  case M_GELU: case M_GELU_GRAD: return nn_gelu(out, x, false);
-  default: return nn_gelu(out, x, true);
+  case M_EXP:
+    return nn_exp(out, x);
+  case M_LOG:
+    return nn_log(out, x);
+  case M_TANH:
+    return nn_tanh(out, x);
+  case M_SIGMOID:
+    return nn_sigmoid(out, x);
+  case M_SOFTPLUS:
+  case M_SOFTPLUS_GRAD:
+    return nn_softplus(out, x, 1, 20);
+  case M_GELU:
+  case M_GELU_GRAD:
+    return nn_gelu(out, x, false);
+  default:
+    return nn_gelu(out, x, true);
   }
 }
 
 static void test_f32_math(void) {
-  static const char *names[M_COUNT] = {"exp", "log", "tanh", "sigmoid", "softplus", "gelu",
-                                       "gelu tanh", "gelu grad", "gelu tanh grad", "softplus grad"};
+  static const char *names[M_COUNT] = {
+      "exp",  "log",       "tanh",      "sigmoid",        "softplus",
+      "gelu", "gelu tanh", "gelu grad", "gelu tanh grad", "softplus grad"};
   int64_t n = 200001;
   for (int f = 0; f < M_COUNT; f++) {
     nn_tensor *x = NULL, *o = NULL, *ones = NULL;
@@ -245,8 +323,10 @@ static void test_f32_math(void) {
     for (int64_t i = 0; i < n; i++) {
       double t = (double)i / (double)(n - 1);
       /* exp: all of float's range incl. subnormal results; log: 1e-44 (subnormal) to 1e38 */
-      nn_tensor_set_flat(x, i, f == M_EXP ? -104 + 192.7 * t : f == M_LOG ? pow(10, -44 + 82 * t)
-                                                                           : -20 + 40 * t);
+      nn_tensor_set_flat(x, i,
+                         f == M_EXP   ? -104 + 192.7 * t
+                         : f == M_LOG ? pow(10, -44 + 82 * t)
+                                      : -20 + 40 * t);
     }
     bool grad = f >= M_GELU_GRAD;
     req(x);
@@ -267,7 +347,7 @@ static void test_f32_math(void) {
        * underflow; the derivatives cross zero, so they get an absolute allowance. */
       double ulps = 4, extra = 0;
       if (f == M_GELU || f == M_GELU_TANH) { /* erfc's fit is good to 2 ulp, then 4 ulp per
-                                                * unit of the exponent's size */
+                                              * unit of the exponent's size */
         ulps = 8 + 4 * (f == M_GELU ? 0.5 * v * v : 1.6 * (fabs(v) + 0.045 * fabs(v * v * v)));
         extra = 1e-37;
       } else if (f == M_GELU_GRAD || f == M_GELU_TANH_GRAD) {
@@ -292,8 +372,10 @@ static void test_f32_math(void) {
   nn_tensor *x = NULL, *o = NULL;
   OK(nn_tensor_from_data(&x, 1, &ns, NN_DTYPE_F32, xs));
   OK(nn_exp(&o, x));
-  close_special(o, (double[]){0, INFINITY, NAN, 1, 1, exp((double)88.72f), INFINITY,
-                         (double)expf(-103.0f), 1, 1}, 0, 1e-6, "exp special values");
+  close_special(o,
+                (double[]){0, INFINITY, NAN, 1, 1, exp((double)88.72f), INFINITY,
+                           (double)expf(-103.0f), 1, 1},
+                0, 1e-6, "exp special values");
   CHECK(nn_tensor_get_flat(o, 7) > 0, "exp(-103) is a nonzero subnormal");
   nn_tensor_free(o);
   OK(nn_log(&o, x));
@@ -304,7 +386,7 @@ static void test_f32_math(void) {
   nn_tensor_free(o);
   OK(nn_tanh(&o, x));
   close_special(o, (double[]){-1, 1, NAN, 0, 0, 1, 1, -1, (double)1e-30f, -(double)1e-30f}, 0, 1e-6,
-           "tanh special values");
+                "tanh special values");
   nn_tensor_free(o);
   OK(nn_sigmoid(&o, x));
   close_special(o, (double[]){0, 1, NAN, 0.5, 0.5, 1, 1, 1 / (1 + exp(103.0)), 0.5, 0.5}, 1e-44,
@@ -312,7 +394,8 @@ static void test_f32_math(void) {
   nn_tensor_free(o);
   OK(nn_gelu(&o, x, false));
   CHECK(isnan(nn_tensor_get_flat(o, 2)) && nn_tensor_get_flat(o, 1) == INFINITY &&
-            nn_tensor_get_flat(o, 6) == 89.0f, "gelu special values");
+            nn_tensor_get_flat(o, 6) == 89.0f,
+        "gelu special values");
   nn_tensor_free(o);
   OK(nn_softplus(&o, x, 1, 1e30)); /* never linear: the stable form must not overflow */
   close_special(
@@ -359,10 +442,14 @@ static void test_backward_kernel_strided(void) {
 /* Large tensors take the OpenMP path; results must not depend on the thread count. */
 static int act_fn(void *ctx, nn_tensor **in, nn_tensor **out) {
   switch (*(int *)ctx) {
-  case 0: return nn_relu(out, in[0]);
-  case 1: return nn_sigmoid(out, in[0]);
-  case 2: return nn_tanh(out, in[0]);
-  default: return nn_gelu(out, in[0], false);
+  case 0:
+    return nn_relu(out, in[0]);
+  case 1:
+    return nn_sigmoid(out, in[0]);
+  case 2:
+    return nn_tanh(out, in[0]);
+  default:
+    return nn_gelu(out, in[0], false);
   }
 }
 
@@ -390,9 +477,18 @@ static void test_large(void) {
       for (int64_t i = 0; i < n; i++) {
         double v = nn_tensor_get_flat(x, i), gi = nn_tensor_get_flat(g, i), y, d;
         switch (op) {
-        case 0: y = v > 0 ? v : 0; d = v > 0; break;
-        case 1: y = 1 / (1 + exp(-v)); d = y * (1 - y); break;
-        case 2: y = tanh(v); d = 1 - y * y; break;
+        case 0:
+          y = v > 0 ? v : 0;
+          d = v > 0;
+          break;
+        case 1:
+          y = 1 / (1 + exp(-v));
+          d = y * (1 - y);
+          break;
+        case 2:
+          y = tanh(v);
+          d = 1 - y * y;
+          break;
         default:
           y = 0.5 * v * (1 + erf(v / sqrt(2.0)));
           d = 0.5 * (1 + erf(v / sqrt(2.0))) + v * exp(-0.5 * v * v) / sqrt(2 * M_PI);
@@ -425,15 +521,18 @@ static const struct {
   int nb;
   int64_t b[3];
 } bcast[] = {
-    {2, {3, 4}, 2, {3, 4}}, {2, {3, 4}, 1, {4}}, {3, {2, 1, 4}, 2, {3, 1}},
+    {2, {3, 4}, 2, {3, 4}}, {2, {3, 4}, 1, {4}},    {3, {2, 1, 4}, 2, {3, 1}},
     {1, {5}, 0, {0}},       {2, {1, 4}, 2, {3, 1}},
 };
 
 static int bin2_call(int op, nn_tensor **out, nn_tensor *a, nn_tensor *b) {
   switch (op) {
-  case 0: return nn_pow(out, a, b);
-  case 1: return nn_maximum(out, a, b);
-  default: return nn_minimum(out, a, b);
+  case 0:
+    return nn_pow(out, a, b);
+  case 1:
+    return nn_maximum(out, a, b);
+  default:
+    return nn_minimum(out, a, b);
   }
 }
 
@@ -484,8 +583,10 @@ static void test_binary2(void) {
             nn_expand(&eb, b, o->ndim, o->shape);
             for (int64_t i = 0; i < n; i++)
               ref[i] = bin2_ref(op, nn_tensor_get_flat(ea, i), nn_tensor_get_flat(eb, i));
-            if (dt) close_special(o, ref, 1e-14, 1e-12, what);
-            else close_special(o, ref, 1e-6, 2e-6, what);
+            if (dt)
+              close_special(o, ref, 1e-14, 1e-12, what);
+            else
+              close_special(o, ref, 1e-6, 2e-6, what);
             free(ref);
             nn_tensor_free(ea);
             nn_tensor_free(eb);
@@ -494,8 +595,10 @@ static void test_binary2(void) {
           req(a);
           req(b);
           nn_tensor *in[2] = {a, b};
-          if (dt) th_gradcheck(bin2_fn, &op, 2, in, 1e-6, 1e-8, 1e-6, what);
-          else th_gradcheck(bin2_fn, &op, 2, in, 1e-3, 2e-3, 2e-2, what);
+          if (dt)
+            th_gradcheck(bin2_fn, &op, 2, in, 1e-6, 1e-8, 1e-6, what);
+          else
+            th_gradcheck(bin2_fn, &op, 2, in, 1e-3, 2e-3, 2e-2, what);
           nn_tensor_free(a);
           nn_tensor_free(b);
         }
@@ -600,34 +703,52 @@ static void test_nan(void) {
 
 static int cmp_call(int op, nn_tensor **out, nn_tensor *a, nn_tensor *b) {
   switch (op) {
-  case 0: return nn_eq(out, a, b);
-  case 1: return nn_ne(out, a, b);
-  case 2: return nn_gt(out, a, b);
-  case 3: return nn_ge(out, a, b);
-  case 4: return nn_lt(out, a, b);
-  default: return nn_le(out, a, b);
+  case 0:
+    return nn_eq(out, a, b);
+  case 1:
+    return nn_ne(out, a, b);
+  case 2:
+    return nn_gt(out, a, b);
+  case 3:
+    return nn_ge(out, a, b);
+  case 4:
+    return nn_lt(out, a, b);
+  default:
+    return nn_le(out, a, b);
   }
 }
 
 static int cmp_scalar_call(int op, nn_tensor **out, nn_tensor *a, double s) {
   switch (op) {
-  case 0: return nn_eq_scalar(out, a, s);
-  case 1: return nn_ne_scalar(out, a, s);
-  case 2: return nn_gt_scalar(out, a, s);
-  case 3: return nn_ge_scalar(out, a, s);
-  case 4: return nn_lt_scalar(out, a, s);
-  default: return nn_le_scalar(out, a, s);
+  case 0:
+    return nn_eq_scalar(out, a, s);
+  case 1:
+    return nn_ne_scalar(out, a, s);
+  case 2:
+    return nn_gt_scalar(out, a, s);
+  case 3:
+    return nn_ge_scalar(out, a, s);
+  case 4:
+    return nn_lt_scalar(out, a, s);
+  default:
+    return nn_le_scalar(out, a, s);
   }
 }
 
 static double cmp_ref(int op, double x, double y) {
   switch (op) {
-  case 0: return x == y;
-  case 1: return x != y;
-  case 2: return x > y;
-  case 3: return x >= y;
-  case 4: return x < y;
-  default: return x <= y;
+  case 0:
+    return x == y;
+  case 1:
+    return x != y;
+  case 2:
+    return x > y;
+  case 3:
+    return x >= y;
+  case 4:
+    return x < y;
+  default:
+    return x <= y;
   }
 }
 
@@ -654,7 +775,8 @@ static void test_compare(void) {
           snprintf(what, sizeof what, "compare %d dtype %d case %zu nc %d", op, di, c, nc);
           if (o) {
             CHECK(o->dtype == (di == 1 ? NN_DTYPE_F64 : NN_DTYPE_F32) && !o->requires_grad &&
-                      !o->grad_fn, "%s: result dtype / no graph", what);
+                      !o->grad_fn,
+                  "%s: result dtype / no graph", what);
             int64_t n = nn_tensor_numel(o);
             double *ref = malloc((size_t)n * sizeof *ref);
             nn_tensor *ea = NULL, *eb = NULL;
@@ -715,7 +837,14 @@ static void test_where(void) {
     int64_t c[3], a[3], b[3];
   } cases[] = {
       {2, 2, 2, {3, 4}, {3, 4}, {3, 4}},
-      {2, 2, 1, {3, 1}, {1, 4}, {4}, },
+      {
+          2,
+          2,
+          1,
+          {3, 1},
+          {1, 4},
+          {4},
+      },
       {1, 3, 2, {4}, {2, 3, 4}, {3, 1}},
       {0, 2, 2, {0}, {2, 3}, {2, 3}},
   };

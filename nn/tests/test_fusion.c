@@ -162,7 +162,8 @@ static void test_op(void) {
     }
   }
   /* the pooling's errors name the conv output */
-  nn_tensor *x = th_rand(4, (int64_t[]){1, 1, 4, 4}, -1, 1), *w = th_rand(4, (int64_t[]){2, 1, 3, 3}, -1, 1);
+  nn_tensor *x = th_rand(4, (int64_t[]){1, 1, 4, 4}, -1, 1),
+            *w = th_rand(4, (int64_t[]){2, 1, 3, 3}, -1, 1);
   nn_tensor *y = NULL;
   nn_conv2d_opts o = {{1, 1}, {0, 0}, {1, 1}, 1};
   EXPECT_ERR(nn_conv2d_relu_max_pool2d(&y, x, w, NULL, &o, (int[]){3, 3}, NULL, NULL), NN_ERR_SHAPE,
@@ -170,8 +171,8 @@ static void test_op(void) {
   EXPECT_ERR(nn_conv2d_relu_max_pool2d(&y, x, w, NULL, &o, (int[]){2, 2}, NULL, (int[]){2, 2}),
              NN_ERR_ARG, "padding");
   nn_tensor *w3 = th_rand(4, (int64_t[]){2, 3, 3, 3}, -1, 1);
-  EXPECT_ERR(nn_conv2d_relu_max_pool2d(&y, x, w3, NULL, &o, (int[]){2, 2}, NULL, NULL), NN_ERR_SHAPE,
-             "channel mismatch");
+  EXPECT_ERR(nn_conv2d_relu_max_pool2d(&y, x, w3, NULL, &o, (int[]){2, 2}, NULL, NULL),
+             NN_ERR_SHAPE, "channel mismatch");
   nn_tensor_free(x);
   nn_tensor_free(w);
   nn_tensor_free(w3);

@@ -61,7 +61,8 @@ static void test_embedding(void) {
   };
   for (size_t c = 0; c < sizeof cases / sizeof *cases; c++)
     for (int nc = 0; nc < 2; nc++) {
-      nn_tensor *w = th_rand(2, wsh, -1, 1), *idx = idx_of(cases[c].ndim, cases[c].shape, cases[c].v);
+      nn_tensor *w = th_rand(2, wsh, -1, 1),
+                *idx = idx_of(cases[c].ndim, cases[c].shape, cases[c].v);
       if (nc) {
         make_noncontig(&w);
         make_noncontig(&idx);
@@ -71,7 +72,8 @@ static void test_embedding(void) {
       if (!o) continue;
       int64_t K = nn_tensor_numel(idx);
       CHECK(o->ndim == cases[c].ndim + 1 && o->shape[o->ndim - 1] == 5 &&
-                nn_tensor_numel(o) == K * 5, "embedding output shape");
+                nn_tensor_numel(o) == K * 5,
+            "embedding output shape");
       double *ref = malloc((size_t)(K * 5 + 1) * sizeof *ref);
       for (int64_t k = 0; k < K; k++)
         for (int d = 0; d < 5; d++)
@@ -88,7 +90,8 @@ static void test_embedding(void) {
       nn_tensor_free(idx);
     }
   /* repeated indices: the row's gradient is the count of its uses, exactly */
-  nn_tensor *w = req(th_rand(2, wsh, -1, 1)), *idx = idx_of(1, (int64_t[]){5}, (int64_t[]){2, 2, 5, 2, 0});
+  nn_tensor *w = req(th_rand(2, wsh, -1, 1)),
+            *idx = idx_of(1, (int64_t[]){5}, (int64_t[]){2, 2, 5, 2, 0});
   nn_tensor *o = NULL, *s = NULL;
   OK(nn_embedding(&o, w, idx));
   OK(nn_sum_dims(&s, o, 3u, false));
@@ -108,9 +111,11 @@ static void test_embedding(void) {
   nn_tensor_set_flat(bad, 2, -1);
   EXPECT_ERR(nn_embedding(&o, w, bad), NN_ERR_INDEX, "index -1 at position 2");
   nn_tensor *fidx = th_rand(1, (int64_t[]){3}, 0, 3);
-  EXPECT_ERR(nn_embedding(&o, w, fidx), NN_ERR_DTYPE, "embedding: indices must be int64, got float32");
+  EXPECT_ERR(nn_embedding(&o, w, fidx), NN_ERR_DTYPE,
+             "embedding: indices must be int64, got float32");
   nn_tensor *w1 = th_rand(1, (int64_t[]){7}, 0, 1);
-  EXPECT_ERR(nn_embedding(&o, w1, idx), NN_ERR_SHAPE, "embedding: weight must be 2-D (V, D), got shape (7,)");
+  EXPECT_ERR(nn_embedding(&o, w1, idx), NN_ERR_SHAPE,
+             "embedding: weight must be 2-D (V, D), got shape (7,)");
   nn_tensor_free(w1);
   nn_tensor_free(fidx);
   nn_tensor_free(bad);
@@ -144,7 +149,8 @@ static void test_index_select(void) {
       if (!o) continue;
       int64_t osh[3] = {3, 4, 5};
       osh[d] = 6;
-      CHECK(o->shape[0] == osh[0] && o->shape[1] == osh[1] && o->shape[2] == osh[2], "index_select shape");
+      CHECK(o->shape[0] == osh[0] && o->shape[1] == osh[1] && o->shape[2] == osh[2],
+            "index_select shape");
       int64_t n = nn_tensor_numel(o), c[3];
       double *ref = malloc((size_t)n * sizeof *ref);
       for (int64_t f = 0; f < n; f++) {
@@ -166,9 +172,11 @@ static void test_index_select(void) {
     }
   nn_tensor *t = th_rand(3, sh, -1, 1), *o = NULL;
   nn_tensor *i2 = idx_of(2, (int64_t[]){2, 2}, (int64_t[]){0, 1, 1, 0});
-  EXPECT_ERR(nn_index_select(&o, t, 0, i2), NN_ERR_SHAPE, "index_select: indices must be 1-D, got shape (2, 2)");
+  EXPECT_ERR(nn_index_select(&o, t, 0, i2), NN_ERR_SHAPE,
+             "index_select: indices must be 1-D, got shape (2, 2)");
   nn_tensor *i1 = idx_of(1, (int64_t[]){3}, (int64_t[]){0, 4, 1});
-  EXPECT_ERR(nn_index_select(&o, t, 3, i1), NN_ERR_INDEX, "index_select: dim 3 out of range for shape (3, 4, 5)");
+  EXPECT_ERR(nn_index_select(&o, t, 3, i1), NN_ERR_INDEX,
+             "index_select: dim 3 out of range for shape (3, 4, 5)");
   EXPECT_ERR(nn_index_select(&o, t, -4, i1), NN_ERR_INDEX, "dim -4 out of range");
   EXPECT_ERR(nn_index_select(&o, t, 1, i1), NN_ERR_INDEX,
              "index_select: index 4 at position 1 of indices (3,) is out of range for dim 1 of "
@@ -229,9 +237,11 @@ static void test_gather(void) {
   if (o) th_close(o, lref, 0, 0, "gather int64");
   nn_tensor_free(o);
   nn_tensor *t = th_rand(3, sh, -1, 1);
-  EXPECT_ERR(nn_gather(&o, t, 0, gi), NN_ERR_SHAPE, "gather: indices (2, 2) must have as many dims as input (3, 4, 5)");
+  EXPECT_ERR(nn_gather(&o, t, 0, gi), NN_ERR_SHAPE,
+             "gather: indices (2, 2) must have as many dims as input (3, 4, 5)");
   nn_tensor *big = th_randint(3, (int64_t[]){2, 5, 5}, 3);
-  EXPECT_ERR(nn_gather(&o, t, 0, big), NN_ERR_SHAPE, "gather: indices (2, 5, 5) are larger than input (3, 4, 5) in dim 1");
+  EXPECT_ERR(nn_gather(&o, t, 0, big), NN_ERR_SHAPE,
+             "gather: indices (2, 5, 5) are larger than input (3, 4, 5) in dim 1");
   nn_tensor *oob = th_randint(3, (int64_t[]){2, 2, 2}, 3);
   nn_tensor_set_flat(oob, 5, 9);
   EXPECT_ERR(nn_gather(&o, t, -2, oob), NN_ERR_INDEX,
@@ -333,7 +343,8 @@ static void test_scatter_add(void) {
   EXPECT_ERR(nn_scatter_add(&o, t, 0, bad, src), NN_ERR_INDEX,
              "scatter_add: index 3 at position 2 of indices (5,) is out of range for dim 0 of "
              "input (3,): valid range is [0, 3)");
-  EXPECT_ERR(nn_scatter_add(&o, t, 1, idx, src), NN_ERR_INDEX, "scatter_add: dim 1 out of range for shape (3,)");
+  EXPECT_ERR(nn_scatter_add(&o, t, 1, idx, src), NN_ERR_INDEX,
+             "scatter_add: dim 1 out of range for shape (3,)");
   CHECK(o == NULL, "out NULL on error");
   nn_tensor_free(bad);
   nn_tensor_free(small);
@@ -460,7 +471,8 @@ static void test_concat(void) {
   th_gradcheck(cat_fn, &c3, 3, xx, 1e-3, 2e-3, 2e-2, "concat of one tensor three times");
   nn_tensor_free(x2);
   /* int64 concat copies */
-  nn_tensor *a = idx_of(1, (int64_t[]){2}, (int64_t[]){1, 2}), *b = idx_of(1, (int64_t[]){1}, (int64_t[]){3});
+  nn_tensor *a = idx_of(1, (int64_t[]){2}, (int64_t[]){1, 2}),
+            *b = idx_of(1, (int64_t[]){1}, (int64_t[]){3});
   nn_tensor *o = NULL, *ab[2] = {a, b};
   OK(nn_concat(&o, 2, ab, 0));
   double r[3] = {1, 2, 3};
@@ -469,12 +481,14 @@ static void test_concat(void) {
   /* errors */
   nn_tensor *x = th_rand(2, (int64_t[]){2, 3}, 0, 1), *y = th_rand(2, (int64_t[]){3, 3}, 0, 1);
   nn_tensor *xy[2] = {x, y}, *xa[2] = {x, a};
-  EXPECT_ERR(nn_concat(&o, 2, xy, 1), NN_ERR_SHAPE,
-             "concat: input 1 has shape (3, 3) but input 0 has shape (2, 3); all dims but 1 must match");
+  EXPECT_ERR(
+      nn_concat(&o, 2, xy, 1), NN_ERR_SHAPE,
+      "concat: input 1 has shape (3, 3) but input 0 has shape (2, 3); all dims but 1 must match");
   OK(nn_concat(&o, 2, xy, -2));
   CHECK(o && o->shape[0] == 5, "concat dim -2");
   nn_tensor_free(o);
-  EXPECT_ERR(nn_concat(&o, 2, xa, 0), NN_ERR_DTYPE, "concat: input 1 is int64 but input 0 is float32");
+  EXPECT_ERR(nn_concat(&o, 2, xa, 0), NN_ERR_DTYPE,
+             "concat: input 1 is int64 but input 0 is float32");
   EXPECT_ERR(nn_concat(&o, 0, xy, 0), NN_ERR_ARG, "concat: needs at least one input, got 0");
   EXPECT_ERR(nn_concat(&o, 2, xy, 2), NN_ERR_INDEX, "concat: dim 2 out of range for shape (2, 3)");
   CHECK(o == NULL, "out NULL on error");
@@ -518,8 +532,10 @@ static void test_stack(void) {
   }
   nn_tensor *x = th_rand(2, sh, 0, 1), *y = th_rand(2, (int64_t[]){3, 2}, 0, 1), *o = NULL;
   nn_tensor *xy[2] = {x, y}, *xx[2] = {x, x};
-  EXPECT_ERR(nn_stack(&o, 2, xy, 0), NN_ERR_SHAPE, "stack: input 1 has shape (3, 2) but input 0 has shape (2, 3)");
-  EXPECT_ERR(nn_stack(&o, 2, xx, 3), NN_ERR_INDEX, "stack: dim 3 out of range for inputs of shape (2, 3)");
+  EXPECT_ERR(nn_stack(&o, 2, xy, 0), NN_ERR_SHAPE,
+             "stack: input 1 has shape (3, 2) but input 0 has shape (2, 3)");
+  EXPECT_ERR(nn_stack(&o, 2, xx, 3), NN_ERR_INDEX,
+             "stack: dim 3 out of range for inputs of shape (2, 3)");
   EXPECT_ERR(nn_stack(&o, 2, xx, -4), NN_ERR_INDEX, "stack: dim -4 out of range");
   EXPECT_ERR(nn_stack(&o, 0, xx, 0), NN_ERR_ARG, "stack: needs at least one input");
   CHECK(o == NULL, "out NULL on error");
@@ -571,8 +587,10 @@ static void test_split(void) {
   EXPECT_ERR(nn_split(p, t, 3, (int64_t[]){1, 3, 2}, 1), NN_ERR_SHAPE,
              "split: sizes add up to 6 but dim 1 of shape (2, 5, 3) has size 5");
   CHECK(!p[0] && !p[1] && !p[2], "outs NULL on error");
-  EXPECT_ERR(nn_split(p, t, 2, (int64_t[]){6, -1}, 1), NN_ERR_ARG, "split: size 1 is negative (-1)");
-  EXPECT_ERR(nn_split(p, t, 1, (int64_t[]){2}, 3), NN_ERR_INDEX, "split: dim 3 out of range for shape (2, 5, 3)");
+  EXPECT_ERR(nn_split(p, t, 2, (int64_t[]){6, -1}, 1), NN_ERR_ARG,
+             "split: size 1 is negative (-1)");
+  EXPECT_ERR(nn_split(p, t, 1, (int64_t[]){2}, 3), NN_ERR_INDEX,
+             "split: dim 3 out of range for shape (2, 5, 3)");
   EXPECT_ERR(nn_split(p, t, 0, (int64_t[]){2}, 0), NN_ERR_ARG, "split: needs at least one piece");
   nn_tensor_free(t);
 }

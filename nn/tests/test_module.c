@@ -21,7 +21,8 @@ static void test_linear_conv(void) {
   nn_tensor *x = th_rand(2, (int64_t[]){5, 4}, -1, 1), *y = NULL, *ref = NULL;
   OK(nn_module_forward(lin, x, &y));
   OK(nn_linear(&ref, x, lin->params[0].t, lin->params[1].t));
-  CHECK(y && ref && !memcmp(nn_tensor_data(y), nn_tensor_data(ref), 15 * 4), "Linear forward = nn_linear");
+  CHECK(y && ref && !memcmp(nn_tensor_data(y), nn_tensor_data(ref), 15 * 4),
+        "Linear forward = nn_linear");
   nn_tensor_free(y);
   nn_tensor_free(ref);
   nn_tensor_free(x);
@@ -105,7 +106,8 @@ static void test_modes(void) {
     }
   }
   /* keep rate 0.75, std of the count sqrt(n p (1-p)) = 61 */
-  CHECK(fabs((double)kept - 15000) < 5 * 61.3, "Dropout keeps 75%%: %lld of 20000", (long long)kept);
+  CHECK(fabs((double)kept - 15000) < 5 * 61.3, "Dropout keeps 75%%: %lld of 20000",
+        (long long)kept);
   CHECK(fabs(v - 1 / 0.75) < 1e-6, "inverted scaling 1/(1-p): %g", v);
   nn_tensor_free(y1);
   nn_module_train(dp, false);
@@ -119,7 +121,9 @@ static void test_modes(void) {
 }
 
 /* A layer type defined outside the core: y = scale * x, scale a learned scalar. */
-static int scale_forward(nn_module *m, nn_tensor *x, nn_tensor **out) { return nn_mul(out, x, m->params[0].t); }
+static int scale_forward(nn_module *m, nn_tensor *x, nn_tensor **out) {
+  return nn_mul(out, x, m->params[0].t);
+}
 static const nn_module_i scale_vt = {"Scale", scale_forward, NULL, NULL, NULL};
 static int scale_ctor(nn_module **out, int n, const nn_opt *o) {
   static const char *const known[] = {"init", NULL};
@@ -140,13 +144,16 @@ static void test_registry(void) {
   OK(nn_layer_new(&m, "Scale", 1, o));
   nn_tensor *x = th_rand(1, (int64_t[]){4}, 1, 2), *y = NULL;
   OK(nn_module_forward(m, x, &y));
-  CHECK(y && fabs(nn_tensor_get_flat(y, 2) - 3 * nn_tensor_get_flat(x, 2)) < 1e-6, "registered layer runs");
+  CHECK(y && fabs(nn_tensor_get_flat(y, 2) - 3 * nn_tensor_get_flat(x, 2)) < 1e-6,
+        "registered layer runs");
   nn_tensor_free(y);
   nn_tensor_free(x);
   nn_module_free(m);
-  EXPECT_ERR(nn_layer_new(&m, "Lineer", 0, NULL), NN_ERR_ARG, "unknown layer type \"Lineer\"; known types: Linear, Conv2d");
+  EXPECT_ERR(nn_layer_new(&m, "Lineer", 0, NULL), NN_ERR_ARG,
+             "unknown layer type \"Lineer\"; known types: Linear, Conv2d");
   nn_opt bad[] = {{"in", 3, NULL}, {"outt", 4, NULL}};
-  EXPECT_ERR(nn_layer_new(&m, "Linear", 2, bad), NN_ERR_ARG, "Linear: unknown option \"outt\"; known options: in, out, bias");
+  EXPECT_ERR(nn_layer_new(&m, "Linear", 2, bad), NN_ERR_ARG,
+             "Linear: unknown option \"outt\"; known options: in, out, bias");
   nn_opt good[] = {{"in", 3, NULL}, {"out", 4, NULL}};
   OK(nn_layer_new(&m, "Linear", 2, good));
   CHECK(m && nn_module_num_params(m) == 16, "Linear by name");
@@ -168,7 +175,8 @@ static void test_flatten(void) {
   nn_tensor *flat = NULL, *grads = NULL;
   OK(nn_module_flatten(m, &flat, &grads));
   CHECK(flat && nn_tensor_numel(flat) == 12 + 4 + 8 + 2, "flat buffer holds every parameter");
-  CHECK(nn_tensor_get_flat(w0, 5) == before && nn_tensor_get_flat(flat, 5) == before, "values preserved");
+  CHECK(nn_tensor_get_flat(w0, 5) == before && nn_tensor_get_flat(flat, 5) == before,
+        "values preserved");
   nn_tensor_set_flat(flat, 5, 42.0);
   CHECK(nn_tensor_get_flat(w0, 5) == 42.0, "parameter is a view of the flat buffer");
   nn_tensor *x = th_rand(2, (int64_t[]){5, 3}, -1, 1), *y = NULL, *s = NULL;
@@ -215,11 +223,12 @@ static void test_stats(void) {
   OK(nn_module_stats(m, 4, (int64_t[]){1, 1, 28, 28}, &rows, &n, &total));
   CHECK(n == 10, "one row per leaf layer: %d", n);
   if (n == 10) {
-    CHECK(!strcmp(rows[3].name, "3") && !strcmp(rows[3].type, "Conv2d") && rows[3].out.shape[1] == 64 &&
-              rows[3].out.shape[2] == 14,
+    CHECK(!strcmp(rows[3].name, "3") && !strcmp(rows[3].type, "Conv2d") &&
+              rows[3].out.shape[1] == 64 && rows[3].out.shape[2] == 14,
           "conv2 row");
     /* conv2: 64 x 14 x 14 outputs, each 32*25 MACs: 2*800-1 + 1 (bias) FLOPs */
-    CHECK(rows[3].out.flops == 64LL * 14 * 14 * 1600, "conv2 FLOPs %lld", (long long)rows[3].out.flops);
+    CHECK(rows[3].out.flops == 64LL * 14 * 14 * 1600, "conv2 FLOPs %lld",
+          (long long)rows[3].out.flops);
     CHECK(rows[9].out.flops == 10LL * 512, "linear2 FLOPs %lld", (long long)rows[9].out.flops);
     CHECK(rows[3].params == 64 * 32 * 25 + 64, "conv2 params");
   }

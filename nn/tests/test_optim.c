@@ -82,8 +82,10 @@ static void test_adam(void) {
       int t = s + 1;
       for (int i = 0; i < 3; i++) {
         double d = G[s][i];
-        if (kind == NN_OPTIM_ADAMW) w[i] *= 1 - o.lr * o.weight_decay;
-        else d += o.weight_decay * w[i];
+        if (kind == NN_OPTIM_ADAMW)
+          w[i] *= 1 - o.lr * o.weight_decay;
+        else
+          d += o.weight_decay * w[i];
         m[i] = o.beta1 * m[i] + (1 - o.beta1) * d;
         v[i] = o.beta2 * v[i] + (1 - o.beta2) * d * d;
         double bc1 = 1 - pow(o.beta1, t), bc2 = 1 - pow(o.beta2, t);
@@ -168,7 +170,8 @@ static void test_groups_lr_clip(void) {
   /* errors */
   o = nn_optim_defaults(NN_OPTIM_SGD);
   o.lr = -1;
-  EXPECT_ERR(nn_optim_new(&opt, NN_OPTIM_SGD, 1, &a, &o), NN_ERR_ARG, "SGD: invalid learning rate -1");
+  EXPECT_ERR(nn_optim_new(&opt, NN_OPTIM_SGD, 1, &a, &o), NN_ERR_ARG,
+             "SGD: invalid learning rate -1");
   o.lr = 0.1;
   o.nesterov = true;
   EXPECT_ERR(nn_optim_new(&opt, NN_OPTIM_SGD, 1, &a, &o), NN_ERR_ARG, "Nesterov momentum requires");
@@ -176,7 +179,8 @@ static void test_groups_lr_clip(void) {
   o.beta1 = 1.0;
   EXPECT_ERR(nn_optim_new(&opt, NN_OPTIM_ADAM, 1, &a, &o), NN_ERR_ARG, "betas must be in [0, 1)");
   nn_tensor *l = th_randint(1, (int64_t[]){3}, 5);
-  EXPECT_ERR(nn_optim_new(&opt, NN_OPTIM_SGD, 1, &l, NULL), NN_ERR_DTYPE, "optimizers update float32");
+  EXPECT_ERR(nn_optim_new(&opt, NN_OPTIM_SGD, 1, &l, NULL), NN_ERR_DTYPE,
+             "optimizers update float32");
   nn_tensor_free(l);
   nn_tensor_free(a);
   nn_tensor_free(b);
@@ -204,8 +208,8 @@ static void test_state(void) {
     set_grad(b, G[1], 3);
     OK(nn_optim_step(oa));
     OK(nn_optim_step(ob));
-    CHECK(!memcmp(nn_tensor_data(a), nn_tensor_data(b), 12), "restored optimizer steps identically (%s)",
-          nn_optim_kind_name(kind));
+    CHECK(!memcmp(nn_tensor_data(a), nn_tensor_data(b), 12),
+          "restored optimizer steps identically (%s)", nn_optim_kind_name(kind));
     nn_optim_free(oa);
     nn_optim_free(ob);
     nn_tensor_free(a);

@@ -59,7 +59,8 @@ static nn_tensor *rand_distinct(int nd, const int64_t *sh) {
     perm[i] = perm[j];
     perm[j] = x;
   }
-  for (int64_t i = 0; i < n; i++) nn_tensor_set_flat(t, i, 0.1 * (double)perm[i] - 0.05 * (double)n);
+  for (int64_t i = 0; i < n; i++)
+    nn_tensor_set_flat(t, i, 0.1 * (double)perm[i] - 0.05 * (double)n);
   free(perm);
   return t;
 }
@@ -106,7 +107,8 @@ static void test_reductions_dim(void) {
           double *rs = calloc((size_t)no, sizeof *rs), *rm = calloc((size_t)no, sizeof *rm);
           double *rv0 = calloc((size_t)no, sizeof *rv0), *rv1 = calloc((size_t)no, sizeof *rv1);
           double *rmax = calloc((size_t)no, sizeof *rmax), *rmin = calloc((size_t)no, sizeof *rmin);
-          double *rimax = calloc((size_t)no, sizeof *rimax), *rimin = calloc((size_t)no, sizeof *rimin);
+          double *rimax = calloc((size_t)no, sizeof *rimax),
+                 *rimin = calloc((size_t)no, sizeof *rimin);
           for (int64_t o = 0; o < g.outer; o++)
             for (int64_t i = 0; i < g.inner; i++) {
               int64_t q = o * g.inner + i;
@@ -131,17 +133,17 @@ static void test_reductions_dim(void) {
             }
           char what[96];
           nn_tensor *o = NULL, *ix = NULL;
-#define CMP(call, ref, tol, name, len)                                                         \
-  do {                                                                                         \
-    OK(call);                                                                                  \
-    snprintf(what, sizeof what, "%s trial %d layout %d dim %d keep %d", name, trial, lay, dim, \
-             keep);                                                                            \
-    if (o) {                                                                                   \
-      CHECK(shape_ok(o, t, d, keep, len), "%s: output shape", what);                           \
-      th_close(o, ref, tol, tol, what);                                                        \
-    }                                                                                          \
-    nn_tensor_free(o);                                                                         \
-    o = NULL;                                                                                  \
+#define CMP(call, ref, tol, name, len)                                                             \
+  do {                                                                                             \
+    OK(call);                                                                                      \
+    snprintf(what, sizeof what, "%s trial %d layout %d dim %d keep %d", name, trial, lay, dim,     \
+             keep);                                                                                \
+    if (o) {                                                                                       \
+      CHECK(shape_ok(o, t, d, keep, len), "%s: output shape", what);                               \
+      th_close(o, ref, tol, tol, what);                                                            \
+    }                                                                                              \
+    nn_tensor_free(o);                                                                             \
+    o = NULL;                                                                                      \
   } while (0)
           CMP(nn_sum(&o, t, dim, keep), rs, 1e-5, "sum", 1);
           CMP(nn_mean(&o, t, dim, keep), rm, 1e-5, "mean", 1);
@@ -150,7 +152,8 @@ static void test_reductions_dim(void) {
           CMP(nn_argmax(&o, t, dim, keep), rimax, 0, "argmax", 1);
           CMP(nn_argmin(&o, t, dim, keep), rimin, 0, "argmin", 1);
           OK(nn_max(&o, &ix, t, dim, keep));
-          snprintf(what, sizeof what, "max trial %d layout %d dim %d keep %d", trial, lay, dim, keep);
+          snprintf(what, sizeof what, "max trial %d layout %d dim %d keep %d", trial, lay, dim,
+                   keep);
           if (o) {
             CHECK(shape_ok(o, t, d, keep, 1) && shape_ok(ix, t, d, keep, 1), "%s: shapes", what);
             CHECK(ix->dtype == NN_DTYPE_I64, "%s: indices int64", what);
@@ -160,7 +163,8 @@ static void test_reductions_dim(void) {
           nn_tensor_free(o);
           nn_tensor_free(ix);
           OK(nn_min(&o, &ix, t, dim, keep));
-          snprintf(what, sizeof what, "min trial %d layout %d dim %d keep %d", trial, lay, dim, keep);
+          snprintf(what, sizeof what, "min trial %d layout %d dim %d keep %d", trial, lay, dim,
+                   keep);
           if (o) {
             th_close(o, rmin, 0, 0, what);
             th_close(ix, rimin, 0, 0, what);
@@ -168,7 +172,8 @@ static void test_reductions_dim(void) {
           nn_tensor_free(o);
           nn_tensor_free(ix);
           o = NULL;
-          free(rs), free(rm), free(rv0), free(rv1), free(rmax), free(rmin), free(rimax), free(rimin);
+          free(rs), free(rm), free(rv0), free(rv1), free(rmax), free(rmin), free(rimax),
+              free(rimin);
         }
       /* whole-tensor reductions */
       int64_t n = nn_tensor_numel(t);
@@ -226,7 +231,8 @@ static void test_reductions_mask(void) {
         }
         nn_tensor_free(o);
         for (int c = 0; c < 2; c++) {
-          snprintf(what, sizeof what, "var_dims mask %u keep %d layout %d corr %d", mask, keep, lay, c);
+          snprintf(what, sizeof what, "var_dims mask %u keep %d layout %d corr %d", mask, keep, lay,
+                   c);
           OK(nn_var_dims(&o, t, mask, keep, c));
           for (int64_t q = 0; q < no; q++) ref[q] = ss[q] / (cnt[q] - c);
           if (o) {
@@ -301,8 +307,8 @@ static void test_softmax(void) {
           ref_softmax(x, geo_of(t, d), lg, ref);
           OK(lg ? nn_log_softmax(&o, t, dim) : nn_softmax(&o, t, dim));
           char what[80];
-          snprintf(what, sizeof what, "%s trial %d layout %d dim %d", lg ? "log_softmax" : "softmax",
-                   trial, lay, dim);
+          snprintf(what, sizeof what, "%s trial %d layout %d dim %d",
+                   lg ? "log_softmax" : "softmax", trial, lay, dim);
           if (o) {
             CHECK(nn_tensor_same_shape(o, t), "%s: shape", what);
             th_close(o, ref, 1e-6, 1e-5, what);
@@ -320,8 +326,18 @@ static void test_softmax(void) {
   OK(nn_tensor_from_data(&t, 2, (int64_t[]){3, 4}, NN_DTYPE_F32, v));
   OK(nn_softmax(&o, t, 1));
   double e0 = exp(-2.0) + exp(-1.0) + 1.0, e1 = e0; /* row 1 is row 0 shifted by -999 */
-  double ref[12] = {exp(-2.0) / e0, exp(-1.0) / e0, 1 / e0, 0, exp(-2.0) / e1, exp(-1.0) / e1,
-                    1 / e1, 0, NAN, NAN, NAN, NAN};
+  double ref[12] = {exp(-2.0) / e0,
+                    exp(-1.0) / e0,
+                    1 / e0,
+                    0,
+                    exp(-2.0) / e1,
+                    exp(-1.0) / e1,
+                    1 / e1,
+                    0,
+                    NAN,
+                    NAN,
+                    NAN,
+                    NAN};
   if (o) {
     th_close(o, ref, 1e-6, 1e-5, "softmax extreme values");
     CHECK(nn_tensor_get_flat(o, 3) == 0.0 && nn_tensor_get_flat(o, 7) == 0.0,
@@ -356,8 +372,10 @@ static int sort_desc;
 static int cmp_vi(const void *pa, const void *pb) {
   const vi *a = pa, *b = pb;
   int an = isnan(a->v), bn = isnan(b->v), c = 0;
-  if (an != bn) c = an ? 1 : -1;
-  else if (!an && a->v != b->v) c = a->v < b->v ? -1 : 1;
+  if (an != bn)
+    c = an ? 1 : -1;
+  else if (!an && a->v != b->v)
+    c = a->v < b->v ? -1 : 1;
   if (sort_desc) c = -c;
   return c ? c : (a->i < b->i ? -1 : 1);
 }
@@ -382,7 +400,8 @@ static void check_sorted(nn_tensor *t, int d, int64_t k, int desc, int topk, con
   geo g = geo_of(t, d);
   double *x = th_to_double(t);
   int64_t n = g.outer * g.inner * k;
-  double *rv = malloc((size_t)(n ? n : 1) * sizeof *rv), *ri = malloc((size_t)(n ? n : 1) * sizeof *ri);
+  double *rv = malloc((size_t)(n ? n : 1) * sizeof *rv),
+         *ri = malloc((size_t)(n ? n : 1) * sizeof *ri);
   ref_sort(x, g, k, desc, rv, ri);
   nn_tensor *v = NULL, *ix = NULL;
   OK(topk ? nn_topk(&v, &ix, t, k, d - (k % 2) * t->ndim, desc, true)
@@ -413,7 +432,8 @@ static void test_sort(void) {
       for (int d = 0; d < nd; d++)
         for (int desc = 0; desc < 2; desc++) {
           char what[80];
-          snprintf(what, sizeof what, "sort trial %d layout %d dim %d desc %d", trial, lay, d, desc);
+          snprintf(what, sizeof what, "sort trial %d layout %d dim %d desc %d", trial, lay, d,
+                   desc);
           check_sorted(t, d, t->shape[d], desc, 0, what);
           int64_t k = (int64_t)(th_uniform() * (double)(t->shape[d] + 1));
           snprintf(what, sizeof what, "topk %lld trial %d layout %d dim %d largest %d",
@@ -434,7 +454,8 @@ static void test_sort(void) {
     for (size_t i = 0; i < sizeof ks / sizeof *ks; i++)
       for (int desc = 0; desc < 2; desc++) {
         char what[64];
-        snprintf(what, sizeof what, "topk long k %lld largest %d layout %d", (long long)ks[i], desc, lay);
+        snprintf(what, sizeof what, "topk long k %lld largest %d layout %d", (long long)ks[i], desc,
+                 lay);
         check_sorted(t, 1, ks[i], desc, 1, what);
       }
     check_sorted(t, 1, 200, 1, 0, "sort long rows");
@@ -598,7 +619,8 @@ static void test_losses(void) {
     int64_t N = 6, C = 4;
     nn_tensor *a = th_rand(2, (int64_t[]){N, C}, -2, 2), *lab = th_randint(1, &N, C), *t = NULL;
     OK(nn_tensor_zeros(&t, 2, (int64_t[]){N, C}, NN_DTYPE_F32, nn_cpu));
-    for (int64_t n = 0; n < N; n++) nn_tensor_set_flat(t, n * C + (int64_t)nn_tensor_get_flat(lab, n), 1.0);
+    for (int64_t n = 0; n < N; n++)
+      nn_tensor_set_flat(t, n * C + (int64_t)nn_tensor_get_flat(lab, n), 1.0);
     nn_tensor *h = NULL, *s = NULL;
     OK(nn_cross_entropy(&h, a, lab, NN_REDUCTION_NONE));
     OK(nn_cross_entropy_soft(&s, a, t, NN_REDUCTION_NONE));
@@ -660,7 +682,8 @@ static void test_losses(void) {
   for (int red = 0; red < 3; red++)
     for (int lay = 0; lay < 3; lay++) {
       int64_t sh[3] = {3, 4, 5};
-      nn_tensor *a = layout(th_rand(3, sh, -1, 1), lay), *b = layout(th_rand(3, sh, -1, 1), 2 - lay);
+      nn_tensor *a = layout(th_rand(3, sh, -1, 1), lay),
+                *b = layout(th_rand(3, sh, -1, 1), 2 - lay);
       double *xa = th_to_double(a), *xb = th_to_double(b), ref[60], s = 0;
       for (int i = 0; i < 60; i++) s += ref[i] = (xa[i] - xb[i]) * (xa[i] - xb[i]);
       if (red != NN_REDUCTION_NONE) ref[0] = red == NN_REDUCTION_MEAN ? s / 60 : s;
@@ -668,7 +691,8 @@ static void test_losses(void) {
       char what[48];
       snprintf(what, sizeof what, "mse_loss red %d layout %d", red, lay);
       if (o) {
-        CHECK(red == NN_REDUCTION_NONE ? nn_tensor_same_shape(o, a) : o->ndim == 0, "%s: shape", what);
+        CHECK(red == NN_REDUCTION_NONE ? nn_tensor_same_shape(o, a) : o->ndim == 0, "%s: shape",
+              what);
         th_close(o, ref, 1e-6, 1e-5, what);
       }
       nn_tensor_free(o);
@@ -701,34 +725,69 @@ typedef struct {
   nn_tensor *labels;
 } gctx;
 
-enum { G_SUM, G_MEAN, G_VAR, G_VAR_DIMS, G_MEAN_DIMS, G_MAX, G_MIN, G_TOPK, G_SORT, G_SOFTMAX,
-       G_LOG_SOFTMAX, G_CE, G_NLL, G_CE_SOFT, G_MSE, G_MAX_ALL };
+enum {
+  G_SUM,
+  G_MEAN,
+  G_VAR,
+  G_VAR_DIMS,
+  G_MEAN_DIMS,
+  G_MAX,
+  G_MIN,
+  G_TOPK,
+  G_SORT,
+  G_SOFTMAX,
+  G_LOG_SOFTMAX,
+  G_CE,
+  G_NLL,
+  G_CE_SOFT,
+  G_MSE,
+  G_MAX_ALL
+};
 
 static int gfn(void *vc, nn_tensor **in, nn_tensor **out) {
   gctx *c = vc;
   nn_tensor *ix = NULL, *t = NULL;
   int rc;
   switch (c->op) {
-  case G_SUM: return nn_sum(out, in[0], c->dim, c->keep);
-  case G_MEAN: return nn_mean(out, in[0], c->dim, c->keep);
-  case G_VAR: return nn_var(out, in[0], c->dim, c->keep, c->arg);
-  case G_VAR_DIMS: return nn_var_dims(out, in[0], (unsigned)c->dim, c->keep, c->arg);
-  case G_MEAN_DIMS: return nn_mean_dims(out, in[0], (unsigned)c->dim, c->keep);
-  case G_MAX: rc = nn_max(out, &ix, in[0], c->dim, c->keep); break;
-  case G_MIN: rc = nn_min(out, &ix, in[0], c->dim, c->keep); break;
-  case G_TOPK: rc = nn_topk(out, &ix, in[0], c->arg, c->dim, c->keep, true); break;
-  case G_SORT: rc = nn_sort(out, &ix, in[0], c->dim, c->keep); break;
-  case G_SOFTMAX: return nn_softmax(out, in[0], c->dim);
-  case G_LOG_SOFTMAX: return nn_log_softmax(out, in[0], c->dim);
-  case G_CE: return nn_cross_entropy(out, in[0], c->labels, (nn_reduction)c->arg);
+  case G_SUM:
+    return nn_sum(out, in[0], c->dim, c->keep);
+  case G_MEAN:
+    return nn_mean(out, in[0], c->dim, c->keep);
+  case G_VAR:
+    return nn_var(out, in[0], c->dim, c->keep, c->arg);
+  case G_VAR_DIMS:
+    return nn_var_dims(out, in[0], (unsigned)c->dim, c->keep, c->arg);
+  case G_MEAN_DIMS:
+    return nn_mean_dims(out, in[0], (unsigned)c->dim, c->keep);
+  case G_MAX:
+    rc = nn_max(out, &ix, in[0], c->dim, c->keep);
+    break;
+  case G_MIN:
+    rc = nn_min(out, &ix, in[0], c->dim, c->keep);
+    break;
+  case G_TOPK:
+    rc = nn_topk(out, &ix, in[0], c->arg, c->dim, c->keep, true);
+    break;
+  case G_SORT:
+    rc = nn_sort(out, &ix, in[0], c->dim, c->keep);
+    break;
+  case G_SOFTMAX:
+    return nn_softmax(out, in[0], c->dim);
+  case G_LOG_SOFTMAX:
+    return nn_log_softmax(out, in[0], c->dim);
+  case G_CE:
+    return nn_cross_entropy(out, in[0], c->labels, (nn_reduction)c->arg);
   case G_NLL: /* through log_softmax, so the input is a proper log-probability */
     rc = nn_log_softmax(&t, in[0], 1);
     if (!rc) rc = nn_nll_loss(out, t, c->labels, (nn_reduction)c->arg);
     nn_tensor_free(t);
     return rc;
-  case G_CE_SOFT: return nn_cross_entropy_soft(out, in[0], in[1], (nn_reduction)c->arg);
-  case G_MSE: return nn_mse_loss(out, in[0], in[1], (nn_reduction)c->arg);
-  default: return nn_max_all(out, in[0]);
+  case G_CE_SOFT:
+    return nn_cross_entropy_soft(out, in[0], in[1], (nn_reduction)c->arg);
+  case G_MSE:
+    return nn_mse_loss(out, in[0], in[1], (nn_reduction)c->arg);
+  default:
+    return nn_max_all(out, in[0]);
   }
   nn_tensor_free(ix);
   return rc;
@@ -763,7 +822,8 @@ static void test_grads(void) {
           gcheck((gctx){G_LOG_SOFTMAX, d, 0, 0, NULL}, 1, &smooth, "log_softmax");
         }
       for (unsigned mask = 0; mask < (1u << nd); mask++) {
-        gcheck((gctx){G_VAR_DIMS, (int)mask, (int)mask % 2, mask != 0, NULL}, 1, &smooth, "var_dims");
+        gcheck((gctx){G_VAR_DIMS, (int)mask, (int)mask % 2, mask != 0, NULL}, 1, &smooth,
+               "var_dims");
         gcheck((gctx){G_MEAN_DIMS, (int)mask, (int)mask % 2, 0, NULL}, 1, &smooth, "mean_dims");
       }
       gcheck((gctx){G_MAX_ALL, 0, 0, 0, NULL}, 1, &dist, "max_all");
@@ -818,13 +878,22 @@ static void keep(snap *s, nn_tensor *t) {
 
 static void run_big(snap *s, nn_tensor *x, nn_tensor *xt, nn_tensor *lab) {
   nn_tensor *o = NULL, *ix = NULL;
-  OK(nn_softmax(&o, x, 1)); keep(s, o);
-  OK(nn_log_softmax(&o, xt, 0)); keep(s, o); /* dim 0 of a transposed view: packed rows */
-  OK(nn_var(&o, x, 1, false, 1)); keep(s, o);
-  OK(nn_mean(&o, xt, 0, false)); keep(s, o);
-  OK(nn_max(&o, &ix, xt, 0, false)); keep(s, o); keep(s, ix);
-  OK(nn_topk(&o, &ix, x, 5, 1, true, true)); keep(s, o); keep(s, ix);
-  OK(nn_cross_entropy(&o, x, lab, NN_REDUCTION_MEAN)); keep(s, o);
+  OK(nn_softmax(&o, x, 1));
+  keep(s, o);
+  OK(nn_log_softmax(&o, xt, 0));
+  keep(s, o); /* dim 0 of a transposed view: packed rows */
+  OK(nn_var(&o, x, 1, false, 1));
+  keep(s, o);
+  OK(nn_mean(&o, xt, 0, false));
+  keep(s, o);
+  OK(nn_max(&o, &ix, xt, 0, false));
+  keep(s, o);
+  keep(s, ix);
+  OK(nn_topk(&o, &ix, x, 5, 1, true, true));
+  keep(s, o);
+  keep(s, ix);
+  OK(nn_cross_entropy(&o, x, lab, NN_REDUCTION_MEAN));
+  keep(s, o);
   /* backward of cross-entropy and softmax */
   nn_tensor *xr = NULL, *l = NULL, *sm = NULL, *w = NULL;
   OK(nn_clone(&xr, x));
@@ -847,7 +916,8 @@ static void test_threads(void) {
   nn_tensor *x = th_rand(2, (int64_t[]){N, C}, -5, 5), *lab = th_randint(1, &N, C);
   nn_tensor *xt = layout(th_rand(2, (int64_t[]){N, C}, -5, 5), 2);
   /* the parallel results are right */
-  double *xa = th_to_double(x), *ref = malloc((size_t)(N * C) * sizeof *ref), *ly = th_to_double(lab);
+  double *xa = th_to_double(x), *ref = malloc((size_t)(N * C) * sizeof *ref),
+         *ly = th_to_double(lab);
   nn_tensor *o = NULL;
   ref_softmax(xa, geo_of(x, 1), 0, ref);
   OK(nn_softmax(&o, x, 1));
@@ -883,14 +953,17 @@ static void test_threads(void) {
 
 static void test_errors(void) {
   nn_tensor *x = th_rand(2, (int64_t[]){3, 4}, -1, 1), *o = (nn_tensor *)1, *ix = (nn_tensor *)1;
-  EXPECT_ERR(nn_max(&o, &ix, x, 2, false), NN_ERR_INDEX, "max: dim 2 out of range for shape (3, 4)");
+  EXPECT_ERR(nn_max(&o, &ix, x, 2, false), NN_ERR_INDEX,
+             "max: dim 2 out of range for shape (3, 4)");
   CHECK(o == NULL && ix == NULL, "out-parameters NULL on error");
   EXPECT_ERR(nn_softmax(&o, x, -3), NN_ERR_INDEX, "softmax: dim -3 out of range for shape (3, 4)");
   EXPECT_ERR(nn_sum(&o, x, 5, true), NN_ERR_INDEX, "sum: dim 5 out of range for shape (3, 4)");
   EXPECT_ERR(nn_var(&o, x, -5, true, 1), NN_ERR_INDEX, "var: dim -5 out of range for shape (3, 4)");
-  EXPECT_ERR(nn_sort(&o, NULL, x, 2, false), NN_ERR_INDEX, "sort: dim 2 out of range for shape (3, 4)");
+  EXPECT_ERR(nn_sort(&o, NULL, x, 2, false), NN_ERR_INDEX,
+             "sort: dim 2 out of range for shape (3, 4)");
   EXPECT_ERR(nn_argmax(&o, x, 7, false), NN_ERR_INDEX, "argmax: dim 7 out of range");
-  EXPECT_ERR(nn_mean_dims(&o, x, 4u, false), NN_ERR_INDEX, "mean: dim mask 0x4 names dims out of range for shape (3, 4)");
+  EXPECT_ERR(nn_mean_dims(&o, x, 4u, false), NN_ERR_INDEX,
+             "mean: dim mask 0x4 names dims out of range for shape (3, 4)");
   EXPECT_ERR(nn_var(&o, x, 1, false, -1), NN_ERR_ARG, "var: correction -1 is negative");
   ix = (nn_tensor *)1;
   EXPECT_ERR(nn_topk(&o, &ix, x, 5, 1, true, true), NN_ERR_ARG,
@@ -899,7 +972,8 @@ static void test_errors(void) {
   EXPECT_ERR(nn_topk(&o, NULL, x, -1, 0, true, true), NN_ERR_ARG, "topk: k = -1 is out of range");
   nn_tensor *e = NULL;
   OK(nn_tensor_zeros(&e, 2, (int64_t[]){3, 0}, NN_DTYPE_F32, nn_cpu));
-  EXPECT_ERR(nn_max(&o, NULL, e, 1, false), NN_ERR_SHAPE, "max: cannot reduce dim 1 of size 0 (shape (3, 0))");
+  EXPECT_ERR(nn_max(&o, NULL, e, 1, false), NN_ERR_SHAPE,
+             "max: cannot reduce dim 1 of size 0 (shape (3, 0))");
   EXPECT_ERR(nn_min_all(&o, e), NN_ERR_SHAPE, "min_all: empty tensor of shape (3, 0)");
   nn_tensor *li = th_randint(2, (int64_t[]){3, 4}, 4);
   EXPECT_ERR(nn_softmax(&o, li, 1), NN_ERR_DTYPE, "softmax: input is int64");

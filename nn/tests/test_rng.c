@@ -52,7 +52,8 @@ static void test_rules(void) {
   nn_tensor *t = NULL;
   OK(nn_tensor_empty(&t, 2, (int64_t[]){3, 5}, NN_DTYPE_F64, nn_cpu));
   OK(nn_uniform_(t, -2, 3, &r));
-  CHECK(r.offset == 5 + 4, "uniform of 15 advances 4 blocks, got %llu", (unsigned long long)(r.offset - 5));
+  CHECK(r.offset == 5 + 4, "uniform of 15 advances 4 blocks, got %llu",
+        (unsigned long long)(r.offset - 5));
   int ok = 1;
   for (int i = 0; i < 15; i++)
     if (nn_tensor_get_flat(t, i) != -2 + 5 * u_rule(&r0, 5 + i / 4, i % 4)) ok = 0;
@@ -149,11 +150,13 @@ static void test_uniform_top(void) {
   OK(nn_tensor_empty(&t, 1, (int64_t[]){4}, NN_DTYPE_F32, nn_cpu));
   OK(nn_uniform_(t, 0, 1, &r));
   float v = (float)nn_tensor_get_flat(t, w);
-  CHECK(v < 1.0f && v == nextafterf(1.0f, 0.0f), "float32 uniform at the top is %.9g, want 1 - 2^-24", v);
+  CHECK(v < 1.0f && v == nextafterf(1.0f, 0.0f),
+        "float32 uniform at the top is %.9g, want 1 - 2^-24", v);
   r.offset = blk;
   OK(nn_tensor_empty(&t64, 1, (int64_t[]){4}, NN_DTYPE_F64, nn_cpu));
   OK(nn_uniform_(t64, 0, 1, &r));
-  CHECK(nn_tensor_get_flat(t64, w) == 1.0 - ldexp(1.0, -25), "float64 uniform at the top is 1 - 2^-25");
+  CHECK(nn_tensor_get_flat(t64, w) == 1.0 - ldexp(1.0, -25),
+        "float64 uniform at the top is 1 - 2^-25");
   nn_tensor_free(t);
   nn_tensor_free(t64);
 }
@@ -232,7 +235,8 @@ static void test_reproducible(void) {
 static void test_threads(void) {
   int64_t n = 3 * 32768 + 3; /* CPU_PAR_MIN is 32768; not a multiple of 4 */
   nn_tensor *o[4][2] = {{NULL}};
-  nn_tensor *probs = th_rand(2, (int64_t[]){64, 700}, 0, 1), *p1 = th_rand(1, (int64_t[]){50}, 0, 1);
+  nn_tensor *probs = th_rand(2, (int64_t[]){64, 700}, 0, 1),
+            *p1 = th_rand(1, (int64_t[]){50}, 0, 1);
   int threads[2] = {1, 2};
   for (int k = 0; k < 2; k++) {
     nn_set_num_threads(threads[k]);
@@ -258,7 +262,8 @@ static void test_threads(void) {
   nn_set_num_threads(0);
   const char *names[4] = {"uniform", "normal", "bernoulli", "categorical"};
   for (int i = 0; i < 4; i++) {
-    CHECK(o[i][0] && o[i][1] && same_bits(o[i][0], o[i][1]), "%s: 1 and 2 threads differ", names[i]);
+    CHECK(o[i][0] && o[i][1] && same_bits(o[i][0], o[i][1]), "%s: 1 and 2 threads differ",
+          names[i]);
     nn_tensor_free(o[i][0]);
     nn_tensor_free(o[i][1]);
   }
@@ -305,7 +310,8 @@ static void test_stats(void) {
   OK(nn_tensor_empty(&t, 1, &n, NN_DTYPE_F32, nn_cpu));
   OK(nn_uniform_(t, -1, 3, &r));
   moments(t, &m, &v);
-  double w = 4, se_m = sqrt(w * w / 12 / n), se_v = sqrt((w * w * w * w / 80 - w * w * w * w / 144) / n);
+  double w = 4, se_m = sqrt(w * w / 12 / n),
+         se_v = sqrt((w * w * w * w / 80 - w * w * w * w / 144) / n);
   CHECK(fabs(m - 1) < Z * se_m, "uniform mean %g (se %g)", m, se_m);
   CHECK(fabs(v - w * w / 12) < Z * se_v, "uniform var %g (se %g)", v, se_v);
   int inside = 1;
@@ -344,16 +350,21 @@ static void test_stats(void) {
       int bad = 0;
       for (int64_t j = 0; j < S; j++) {
         int64_t k = (int64_t)nn_tensor_get_flat(o, row * S + j);
-        if (k < 0 || k > 3) bad = 1;
-        else cnt[k]++;
+        if (k < 0 || k > 3)
+          bad = 1;
+        else
+          cnt[k]++;
       }
       CHECK(!bad, "categorical values in range");
       double tot = 0;
       for (int k = 0; k < 4; k++) tot += pv[row * 4 + k];
       for (int k = 0; k < 4; k++) {
         double pk = pv[row * 4 + k] / tot, f = (double)cnt[k] / S;
-        if (pk == 0) CHECK(cnt[k] == 0, "class %d of probability 0 drawn %lld times", k, (long long)cnt[k]);
-        else CHECK(fabs(f - pk) < Z * sqrt(pk * (1 - pk) / S), "row %d class %d: %g, want %g", row, k, f, pk);
+        if (pk == 0)
+          CHECK(cnt[k] == 0, "class %d of probability 0 drawn %lld times", k, (long long)cnt[k]);
+        else
+          CHECK(fabs(f - pk) < Z * sqrt(pk * (1 - pk) / S), "row %d class %d: %g, want %g", row, k,
+                f, pk);
       }
     }
   }
@@ -367,8 +378,10 @@ static void test_stats(void) {
     int okp = o->dtype == NN_DTYPE_I64 && o->shape[0] == 1000;
     for (int i = 0; i < 1000; i++) {
       int64_t x = (int64_t)nn_tensor_get_flat(o, i);
-      if (x < 0 || x >= 1000 || seen[x]) okp = 0;
-      else seen[x] = 1;
+      if (x < 0 || x >= 1000 || seen[x])
+        okp = 0;
+      else
+        seen[x] = 1;
     }
     CHECK(okp, "randperm(1000) is a permutation");
   }
@@ -392,8 +405,8 @@ static void test_stats(void) {
       orders++;
       if (fabs(cnt[c] - reps / 24.0) > Z * sqrt(reps / 24.0 * (23.0 / 24))) fair = 0;
     }
-  CHECK(!fails && orders == 24 && fair, "randperm(4): %d failures, %d orders seen, frequencies fair %d",
-        fails, orders, fair);
+  CHECK(!fails && orders == 24 && fair,
+        "randperm(4): %d failures, %d orders seen, frequencies fair %d", fails, orders, fair);
   OK(nn_randperm(&o, 0, &r));
   CHECK(o && o->shape[0] == 0, "randperm(0)");
   nn_tensor_free(o);
@@ -407,16 +420,19 @@ static void test_errors(void) {
   nn_tensor *t = NULL, *o = NULL, *l = NULL;
   OK(nn_tensor_empty(&t, 1, (int64_t[]){4}, NN_DTYPE_F32, nn_cpu));
   OK(nn_tensor_zeros(&l, 1, (int64_t[]){4}, NN_DTYPE_I64, nn_cpu));
-  EXPECT_ERR(nn_uniform_(l, 0, 1, &r), NN_ERR_DTYPE, "uniform_: tensor must be float32 or float64, got int64");
+  EXPECT_ERR(nn_uniform_(l, 0, 1, &r), NN_ERR_DTYPE,
+             "uniform_: tensor must be float32 or float64, got int64");
   EXPECT_ERR(nn_uniform_(t, 1, 0, &r), NN_ERR_ARG, "uniform_: needs finite lo <= hi, got [1, 0)");
   EXPECT_ERR(nn_uniform_(t, 0, INFINITY, &r), NN_ERR_ARG, "uniform_: needs finite lo <= hi");
-  EXPECT_ERR(nn_normal_(t, 0, -1, &r), NN_ERR_ARG, "normal_: needs a finite mean and a finite std >= 0, got mean 0, std -1");
+  EXPECT_ERR(nn_normal_(t, 0, -1, &r), NN_ERR_ARG,
+             "normal_: needs a finite mean and a finite std >= 0, got mean 0, std -1");
   EXPECT_ERR(nn_bernoulli_(t, 1.5, &r), NN_ERR_ARG, "bernoulli_: p must be in [0, 1], got 1.5");
   EXPECT_ERR(nn_bernoulli_(t, NAN, &r), NN_ERR_ARG, "bernoulli_: p must be in [0, 1]");
   EXPECT_ERR(nn_randperm(&o, -2, &r), NN_ERR_ARG, "randperm: n must be >= 0, got -2");
   nn_tensor *p = NULL;
   OK(nn_tensor_from_data(&p, 2, (int64_t[]){2, 3}, NN_DTYPE_F32, (float[]){1, 2, 3, 0, 0, 0}));
-  EXPECT_ERR(nn_categorical(&o, p, 4, &r), NN_ERR_ARG, "categorical: row 1 of probs has zero total mass");
+  EXPECT_ERR(nn_categorical(&o, p, 4, &r), NN_ERR_ARG,
+             "categorical: row 1 of probs has zero total mass");
   nn_tensor_set_flat(p, 3, 1);
   nn_tensor_set_flat(p, 2, -1);
   EXPECT_ERR(nn_categorical(&o, p, 4, &r), NN_ERR_ARG,
@@ -426,14 +442,18 @@ static void test_errors(void) {
   nn_tensor_set_flat(p, 2, INFINITY);
   EXPECT_ERR(nn_categorical(&o, p, 4, &r), NN_ERR_ARG, "categorical: probs[0, 2] is inf");
   nn_tensor_set_flat(p, 2, 1);
-  EXPECT_ERR(nn_categorical(&o, p, -1, &r), NN_ERR_ARG, "categorical: n_samples must be >= 0, got -1");
-  EXPECT_ERR(nn_categorical(&o, l, 2, &r), NN_ERR_DTYPE, "categorical: probs must be float32 or float64, got int64");
+  EXPECT_ERR(nn_categorical(&o, p, -1, &r), NN_ERR_ARG,
+             "categorical: n_samples must be >= 0, got -1");
+  EXPECT_ERR(nn_categorical(&o, l, 2, &r), NN_ERR_DTYPE,
+             "categorical: probs must be float32 or float64, got int64");
   nn_tensor *p3 = th_rand(3, (int64_t[]){2, 2, 2}, 0, 1), *p0 = NULL;
-  EXPECT_ERR(nn_categorical(&o, p3, 2, &r), NN_ERR_SHAPE, "categorical: probs must be (C) or (N, C), got shape (2, 2, 2)");
+  EXPECT_ERR(nn_categorical(&o, p3, 2, &r), NN_ERR_SHAPE,
+             "categorical: probs must be (C) or (N, C), got shape (2, 2, 2)");
   OK(nn_tensor_empty(&p0, 1, (int64_t[]){0}, NN_DTYPE_F32, nn_cpu));
   EXPECT_ERR(nn_categorical(&o, p0, 2, &r), NN_ERR_ARG, "no classes");
   CHECK(o == NULL, "out NULL on error");
-  CHECK(r.offset == 0, "failed draws leave the generator alone (offset %llu)", (unsigned long long)r.offset);
+  CHECK(r.offset == 0, "failed draws leave the generator alone (offset %llu)",
+        (unsigned long long)r.offset);
   /* a valid 1-D draw */
   nn_tensor *p1 = NULL;
   OK(nn_narrow(&p1, p, 0, 1, 1));

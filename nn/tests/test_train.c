@@ -12,14 +12,14 @@
 #include <string.h>
 #include <unistd.h>
 
-#define TRY(call)                                                                              \
-  do {                                                                                         \
-    int rc_ = (call);                                                                          \
-    if (rc_) {                                                                                 \
-      fprintf(stderr, "FAIL %s:%d: %s: %s\n", __FILE__, __LINE__, #call, nn_errmsg());         \
-      th_failed++;                                                                             \
-      goto out;                                                                                \
-    }                                                                                          \
+#define TRY(call)                                                                                  \
+  do {                                                                                             \
+    int rc_ = (call);                                                                              \
+    if (rc_) {                                                                                     \
+      fprintf(stderr, "FAIL %s:%d: %s: %s\n", __FILE__, __LINE__, #call, nn_errmsg());             \
+      th_failed++;                                                                                 \
+      goto out;                                                                                    \
+    }                                                                                              \
   } while (0)
 
 static nn_module *mlp(int hidden) {
@@ -119,7 +119,8 @@ static void test_learns(const nn_dataset *train, const nn_dataset *test) {
   double before = accuracy(m, test), loss = 0;
   TRY(train_steps(m, opt, b, (int)(2 * nn_batcher_num_batches(b)), &loss));
   double after = accuracy(m, test);
-  printf("MLP 2 epochs: test accuracy %.4f (before training %.4f), last loss %.4f\n", after, before, loss);
+  printf("MLP 2 epochs: test accuracy %.4f (before training %.4f), last loss %.4f\n", after, before,
+         loss);
   CHECK(before < 0.3, "an untrained model is near chance: %g", before);
   CHECK(after >= 0.85, "2 epochs reach 85%% test accuracy: %g", after);
 out:
@@ -200,8 +201,10 @@ static void test_flat_memory(const nn_dataset *train) {
     if (r > peak) peak = r;
   }
   long r1 = rss_kb();
-  printf("flat memory: RSS after warm-up %ld kB, after 1,000 steps %ld kB (peak %ld kB)\n", r0, r1, peak);
-  CHECK(peak - r0 < 1024, "resident memory flat over 900 steps after warm-up: grew %ld kB", peak - r0);
+  printf("flat memory: RSS after warm-up %ld kB, after 1,000 steps %ld kB (peak %ld kB)\n", r0, r1,
+         peak);
+  CHECK(peak - r0 < 1024, "resident memory flat over 900 steps after warm-up: grew %ld kB",
+        peak - r0);
 out:
   nn_named_list_free(pl, np);
   nn_batcher_free(b);

@@ -10,16 +10,16 @@
 
 static int passed, failed;
 
-#define CHECK(cond, ...)                                                                       \
-  do {                                                                                         \
-    if (cond) {                                                                                \
-      passed++;                                                                                \
-    } else {                                                                                   \
-      failed++;                                                                                \
-      fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);                         \
-      fprintf(stderr, __VA_ARGS__);                                                            \
-      fprintf(stderr, "\n");                                                                   \
-    }                                                                                          \
+#define CHECK(cond, ...)                                                                           \
+  do {                                                                                             \
+    if (cond) {                                                                                    \
+      passed++;                                                                                    \
+    } else {                                                                                       \
+      failed++;                                                                                    \
+      fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);                              \
+      fprintf(stderr, __VA_ARGS__);                                                                \
+      fprintf(stderr, "\n");                                                                       \
+    }                                                                                              \
   } while (0)
 
 /* lr values are a few double operations from the closed form: 1e-12 relative is ample, and
@@ -230,14 +230,16 @@ static void test_rescale(void) {
     CHECK(schedules_sched_opts(r)->warmup == 60, "%s: warm-up scaled to 60, got %lld", p->name,
           (long long)schedules_sched_opts(r)->warmup);
     int ok = 1;
-    for (int64_t t = 20; t <= 200; t++) ok &= schedules_sched_lr(r, 3 * t) == schedules_sched_lr(s, t);
+    for (int64_t t = 20; t <= 200; t++)
+      ok &= schedules_sched_lr(r, 3 * t) == schedules_sched_lr(s, t);
     CHECK(ok, "%s: lr_600(3 s) == lr_200(s) after warm-up", p->name);
     schedules_sched_free(r);
     /* a shorter budget: 10% of it */
     rc = schedules_sched_rescale(&r, s, 20, err, sizeof err);
     CHECK(rc == SCHEDULES_OK && schedules_sched_opts(r)->warmup == 2, "%s: 10%% budget", p->name);
     ok = 1;
-    for (int64_t t = 2; r && t <= 20; t++) ok &= schedules_sched_lr(r, t) == schedules_sched_lr(s, 10 * t);
+    for (int64_t t = 2; r && t <= 20; t++)
+      ok &= schedules_sched_lr(r, t) == schedules_sched_lr(s, 10 * t);
     CHECK(ok, "%s: lr_20(s) == lr_200(10 s)", p->name);
     schedules_sched_free(r);
     schedules_sched_free(s);

@@ -18,7 +18,7 @@
 
 typedef struct cpu_iter {
   int n_ops;
-  int ndim;                              /* after merging; >= 1 */
+  int ndim; /* after merging; >= 1 */
   int64_t shape[NN_MAX_DIMS];
   int64_t stride[CPU_MAX_OPS][NN_MAX_DIMS];
   char *base[CPU_MAX_OPS];

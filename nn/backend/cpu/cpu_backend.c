@@ -3,9 +3,9 @@
 
 #include <cblas.h>
 #include <stdlib.h>
-#include <unistd.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 static void *cpu_alloc(size_t nbytes) {
   /* 64-byte alignment for AVX-512 loads */
@@ -90,8 +90,7 @@ static void run_rows(const cpu_iter *it, int64_t r0, int64_t r1, int64_t i0, int
       rem /= it->shape[d];
       for (int k = 0; k < it->n_ops; k++) off[k] += idx * it->stride[k][d];
     }
-    for (int k = 0; k < it->n_ops; k++)
-      p[k] = it->base[k] + (off[k] + i0 * s[k]) * it->esize[k];
+    for (int k = 0; k < it->n_ops; k++) p[k] = it->base[k] + (off[k] + i0 * s[k]) * it->esize[k];
     fn(i1 - i0, p, s, ctx);
   }
 }

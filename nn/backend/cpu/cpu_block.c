@@ -19,9 +19,9 @@ static int64_t grp_start(int64_t g, int64_t G, int64_t N) { return g * N / G; }
 /* One mask: G groups of nb flags, block size bs; kept lists per group. NULL mask: all kept. */
 typedef struct bmask {
   int64_t G, nb, bs, units;
-  int64_t *idx;  /* (G, nb): the kept block indices of each group, in order */
-  int64_t *cnt;  /* (G): how many */
-  bool all;      /* no mask */
+  int64_t *idx; /* (G, nb): the kept block indices of each group, in order */
+  int64_t *cnt; /* (G): how many */
+  bool all;     /* no mask */
 } bmask;
 
 static int bmask_init(bmask *m, const nn_tensor *t, int64_t units, int64_t bs) {
@@ -66,7 +66,9 @@ static float *scratch(nn_tensor **t, int64_t n) {
 }
 
 /* kept units of group g */
-static int64_t bmask_kept(const bmask *m, int64_t g) { return m->all ? m->units : m->cnt[g] * m->bs; }
+static int64_t bmask_kept(const bmask *m, int64_t g) {
+  return m->all ? m->units : m->cnt[g] * m->bs;
+}
 /* group of the segment starting at row r (the last group whose start is <= r) */
 static int64_t grp_of(const bmask *m, int64_t r, int64_t N) {
   if (m->all) return 0;
@@ -121,8 +123,10 @@ static const float *pack_w(float *buf, const float *w, int64_t NI, const bmask *
     for (int64_t e = 0; e < bso; e++) {
       const float *src = w + (o0 + e) * NI;
       float *dst = buf + (jb * bso + e) * ki;
-      if (mi->all) memcpy(dst, src, (size_t)NI * sizeof *dst);
-      else gather_cols(dst, src, NI, 1, mi, gi);
+      if (mi->all)
+        memcpy(dst, src, (size_t)NI * sizeof *dst);
+      else
+        gather_cols(dst, src, NI, 1, mi, gi);
     }
   }
   *ld = ki;
@@ -170,9 +174,12 @@ static int cpu_block_linear(nn_tensor *const *out, nn_tensor *const *in, const n
     if (ko > 0) {
       for (int64_t r = 0; r < R; r++) { /* C = bias (kept) or 0, then C += A @ B^T */
         float *c = C + r * ldc;
-        if (!bias) memset(c, 0, (size_t)ko * sizeof *c);
-        else if (mo.all) memcpy(c, bias, (size_t)O * sizeof *c);
-        else gather_cols(c, bias, 0, 1, &mo, go);
+        if (!bias)
+          memset(c, 0, (size_t)ko * sizeof *c);
+        else if (mo.all)
+          memcpy(c, bias, (size_t)O * sizeof *c);
+        else
+          gather_cols(c, bias, 0, 1, &mo, go);
       }
       if (ki > 0)
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)R, (int)ko, (int)ki, 1.0f, A,

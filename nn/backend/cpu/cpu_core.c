@@ -9,15 +9,15 @@
 
 /* ---- copy: out = in0 (expanded to out's shape), converting dtype ---- */
 
-#define COPY_ROW(NAME, TO, TI)                                                                 \
-  static void NAME(int64_t n, char *const *p, const int64_t *s, const void *ctx) {             \
-    (void)ctx;                                                                                 \
-    TO *o = (TO *)p[0];                                                                        \
-    const TI *a = (const TI *)p[1];                                                            \
-    if (s[0] == 1 && s[1] == 1)                                                                \
-      for (int64_t i = 0; i < n; i++) o[i] = (TO)a[i];                                         \
-    else                                                                                       \
-      for (int64_t i = 0; i < n; i++) o[i * s[0]] = (TO)a[i * s[1]];                           \
+#define COPY_ROW(NAME, TO, TI)                                                                     \
+  static void NAME(int64_t n, char *const *p, const int64_t *s, const void *ctx) {                 \
+    (void)ctx;                                                                                     \
+    TO *o = (TO *)p[0];                                                                            \
+    const TI *a = (const TI *)p[1];                                                                \
+    if (s[0] == 1 && s[1] == 1)                                                                    \
+      for (int64_t i = 0; i < n; i++) o[i] = (TO)a[i];                                             \
+    else                                                                                           \
+      for (int64_t i = 0; i < n; i++) o[i * s[0]] = (TO)a[i * s[1]];                               \
   }
 COPY_ROW(copy_ff, float, float)
 COPY_ROW(copy_fd, float, double)
@@ -31,9 +31,8 @@ COPY_ROW(copy_ll, int64_t, int64_t)
 
 static int cpu_copy(nn_tensor *const *out, nn_tensor *const *in, const nn_op_params *p) {
   (void)p;
-  static const cpu_row_fn fns[3][3] = {{copy_ff, copy_fd, copy_fl},
-                                       {copy_df, copy_dd, copy_dl},
-                                       {copy_lf, copy_ld, copy_ll}};
+  static const cpu_row_fn fns[3][3] = {
+      {copy_ff, copy_fd, copy_fl}, {copy_df, copy_dd, copy_dl}, {copy_lf, copy_ld, copy_ll}};
   nn_tensor *ops[2] = {out[0], in[0]};
   cpu_iter it;
   cpu_iter_init(&it, 2, ops);
@@ -201,13 +200,13 @@ static int cpu_matmul(nn_tensor *const *out, nn_tensor *const *in, const nn_op_p
   }
   for (int64_t i = 0; i < B; i++) {
     if (o->dtype == NN_DTYPE_F32)
-      cblas_sgemm(CblasRowMajor, ta, tb, (int)M, (int)N, (int)K, 1.0f,
-                  F32(a) + i * a->stride[0], (int)lda, F32(b) + i * b->stride[0], (int)ldb,
-                  (float)beta, F32(o) + i * o->stride[0], (int)N);
+      cblas_sgemm(CblasRowMajor, ta, tb, (int)M, (int)N, (int)K, 1.0f, F32(a) + i * a->stride[0],
+                  (int)lda, F32(b) + i * b->stride[0], (int)ldb, (float)beta,
+                  F32(o) + i * o->stride[0], (int)N);
     else
       cblas_dgemm(CblasRowMajor, ta, tb, (int)M, (int)N, (int)K, 1.0, F64(a) + i * a->stride[0],
-                  (int)lda, F64(b) + i * b->stride[0], (int)ldb, beta,
-                  F64(o) + i * o->stride[0], (int)N);
+                  (int)lda, F64(b) + i * b->stride[0], (int)ldb, beta, F64(o) + i * o->stride[0],
+                  (int)N);
   }
 done:
   nn_tensor_free(ac);

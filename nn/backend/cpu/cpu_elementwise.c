@@ -6,8 +6,8 @@
  * allows) and a strided path; cpu_iter merges dims and splits rows over OpenMP threads. Each
  * element is computed independently, so results do not depend on the thread count. Inputs arrive
  * expanded to the output's shape (stride 0 on broadcast dims). */
-#include "cpu.h"
 #include "../../ops_elementwise.h"
+#include "cpu.h"
 
 #include <tgmath.h> /* exp, log, erf, ... pick the float or double function from the argument */
 
@@ -39,48 +39,60 @@ typedef struct {
   double alpha;
 } bin_ctx;
 
-#define BIN_LOOP(T, EXPR)                                                                      \
-  do {                                                                                         \
-    T *o = (T *)p[0];                                                                          \
-    const T *a = (const T *)p[1], *b = (const T *)p[2];                                        \
-    if (s[0] == 1 && s[1] == 1 && s[2] == 1) {                                                 \
-      SIMD                                                                                     \
-      for (int64_t i = 0; i < n; i++) {                                                        \
-        T x = a[i], y = b[i];                                                                  \
-        o[i] = (EXPR);                                                                         \
-      }                                                                                        \
-    } else if (s[0] == 1 && s[1] == 1 && s[2] == 0) {                                          \
-      T y = b[0];                                                                              \
-      SIMD                                                                                     \
-      for (int64_t i = 0; i < n; i++) {                                                        \
-        T x = a[i];                                                                            \
-        o[i] = (EXPR);                                                                         \
-      }                                                                                        \
-    } else {                                                                                   \
-      for (int64_t i = 0; i < n; i++) {                                                        \
-        T x = a[i * s[1]], y = b[i * s[2]];                                                    \
-        o[i * s[0]] = (EXPR);                                                                  \
-      }                                                                                        \
-    }                                                                                          \
+#define BIN_LOOP(T, EXPR)                                                                          \
+  do {                                                                                             \
+    T *o = (T *)p[0];                                                                              \
+    const T *a = (const T *)p[1], *b = (const T *)p[2];                                            \
+    if (s[0] == 1 && s[1] == 1 && s[2] == 1) {                                                     \
+      SIMD for (int64_t i = 0; i < n; i++) {                                                       \
+        T x = a[i], y = b[i];                                                                      \
+        o[i] = (EXPR);                                                                             \
+      }                                                                                            \
+    } else if (s[0] == 1 && s[1] == 1 && s[2] == 0) {                                              \
+      T y = b[0];                                                                                  \
+      SIMD for (int64_t i = 0; i < n; i++) {                                                       \
+        T x = a[i];                                                                                \
+        o[i] = (EXPR);                                                                             \
+      }                                                                                            \
+    } else {                                                                                       \
+      for (int64_t i = 0; i < n; i++) {                                                            \
+        T x = a[i * s[1]], y = b[i * s[2]];                                                        \
+        o[i * s[0]] = (EXPR);                                                                      \
+      }                                                                                            \
+    }                                                                                              \
   } while (0)
 
-#define BIN_ROW(NAME, T, POW)                                                                  \
-  ROW_CLONES static void NAME(int64_t n, char *const *p, const int64_t *s, const void *vctx) { \
-    const bin_ctx *c = vctx;                                                                   \
-    if (c->axpy) {                                                                             \
-      T al = (T)c->alpha;                                                                      \
-      BIN_LOOP(T, x + al * y);                                                                 \
-      return;                                                                                  \
-    }                                                                                          \
-    switch (c->code) {                                                                         \
-    case NN_BIN_ADD: BIN_LOOP(T, x + y); break;                                                \
-    case NN_BIN_SUB: BIN_LOOP(T, x - y); break;                                                \
-    case NN_BIN_MUL: BIN_LOOP(T, x * y); break;                                                \
-    case NN_BIN_DIV: BIN_LOOP(T, x / y); break;                                                \
-    case NN_BIN_POW: BIN_LOOP(T, POW(x, y)); break;                                            \
-    case NN_BIN_MAX: BIN_LOOP(T, x > y || x != x ? x : y); break; /* NaN in x or y wins */     \
-    case NN_BIN_MIN: BIN_LOOP(T, x < y || x != x ? x : y); break;                              \
-    }                                                                                          \
+#define BIN_ROW(NAME, T, POW)                                                                      \
+  ROW_CLONES static void NAME(int64_t n, char *const *p, const int64_t *s, const void *vctx) {     \
+    const bin_ctx *c = vctx;                                                                       \
+    if (c->axpy) {                                                                                 \
+      T al = (T)c->alpha;                                                                          \
+      BIN_LOOP(T, x + al * y);                                                                     \
+      return;                                                                                      \
+    }                                                                                              \
+    switch (c->code) {                                                                             \
+    case NN_BIN_ADD:                                                                               \
+      BIN_LOOP(T, x + y);                                                                          \
+      break;                                                                                       \
+    case NN_BIN_SUB:                                                                               \
+      BIN_LOOP(T, x - y);                                                                          \
+      break;                                                                                       \
+    case NN_BIN_MUL:                                                                               \
+      BIN_LOOP(T, x *y);                                                                           \
+      break;                                                                                       \
+    case NN_BIN_DIV:                                                                               \
+      BIN_LOOP(T, x / y);                                                                          \
+      break;                                                                                       \
+    case NN_BIN_POW:                                                                               \
+      BIN_LOOP(T, POW(x, y));                                                                      \
+      break;                                                                                       \
+    case NN_BIN_MAX:                                                                               \
+      BIN_LOOP(T, x > y || x != x ? x : y);                                                        \
+      break; /* NaN in x or y wins */                                                              \
+    case NN_BIN_MIN:                                                                               \
+      BIN_LOOP(T, x < y || x != x ? x : y);                                                        \
+      break;                                                                                       \
+    }                                                                                              \
   }
 BIN_ROW(bin_f32, float, powf)
 BIN_ROW(bin_f64, double, pow)
@@ -101,45 +113,73 @@ typedef struct {
   double v;
 } sc_ctx;
 
-#define SC_LOOP(T, EXPR)                                                                       \
-  do {                                                                                         \
-    T *o = (T *)p[0];                                                                          \
-    const T *a = (const T *)p[1];                                                              \
-    if (s[0] == 1 && s[1] == 1) {                                                              \
-      SIMD                                                                                     \
-      for (int64_t i = 0; i < n; i++) {                                                        \
-        T x = a[i];                                                                            \
-        o[i] = (EXPR);                                                                         \
-      }                                                                                        \
-    } else                                                                                     \
-      for (int64_t i = 0; i < n; i++) {                                                        \
-        T x = a[i * s[1]];                                                                     \
-        o[i * s[0]] = (EXPR);                                                                  \
-      }                                                                                        \
+#define SC_LOOP(T, EXPR)                                                                           \
+  do {                                                                                             \
+    T *o = (T *)p[0];                                                                              \
+    const T *a = (const T *)p[1];                                                                  \
+    if (s[0] == 1 && s[1] == 1) {                                                                  \
+      SIMD for (int64_t i = 0; i < n; i++) {                                                       \
+        T x = a[i];                                                                                \
+        o[i] = (EXPR);                                                                             \
+      }                                                                                            \
+    } else                                                                                         \
+      for (int64_t i = 0; i < n; i++) {                                                            \
+        T x = a[i * s[1]];                                                                         \
+        o[i * s[0]] = (EXPR);                                                                      \
+      }                                                                                            \
   } while (0)
 
-#define SC_ROW(NAME, T, POW)                                                                   \
-  ROW_CLONES static void NAME(int64_t n, char *const *p, const int64_t *s, const void *vctx) { \
-    const sc_ctx *c = vctx;                                                                    \
-    T y = (T)c->v;                                                                             \
-    if (!c->rev) switch (c->code) {                                                            \
-      case NN_BIN_ADD: SC_LOOP(T, x + y); break;                                               \
-      case NN_BIN_SUB: SC_LOOP(T, x - y); break;                                               \
-      case NN_BIN_MUL: SC_LOOP(T, x * y); break;                                               \
-      case NN_BIN_DIV: SC_LOOP(T, x / y); break;                                               \
-      case NN_BIN_POW: SC_LOOP(T, POW(x, y)); break;                                           \
-      case NN_BIN_MAX: SC_LOOP(T, x > y || x != x ? x : y); break;                             \
-      case NN_BIN_MIN: SC_LOOP(T, x < y || x != x ? x : y); break;                             \
-      }                                                                                        \
-    else switch (c->code) {                                                                    \
-      case NN_BIN_ADD: SC_LOOP(T, y + x); break;                                               \
-      case NN_BIN_SUB: SC_LOOP(T, y - x); break;                                               \
-      case NN_BIN_MUL: SC_LOOP(T, y * x); break;                                               \
-      case NN_BIN_DIV: SC_LOOP(T, y / x); break;                                               \
-      case NN_BIN_POW: SC_LOOP(T, POW(y, x)); break;                                           \
-      case NN_BIN_MAX: SC_LOOP(T, x > y || x != x ? x : y); break;                             \
-      case NN_BIN_MIN: SC_LOOP(T, x < y || x != x ? x : y); break;                             \
-      }                                                                                        \
+#define SC_ROW(NAME, T, POW)                                                                       \
+  ROW_CLONES static void NAME(int64_t n, char *const *p, const int64_t *s, const void *vctx) {     \
+    const sc_ctx *c = vctx;                                                                        \
+    T y = (T)c->v;                                                                                 \
+    if (!c->rev) switch (c->code) {                                                                \
+      case NN_BIN_ADD:                                                                             \
+        SC_LOOP(T, x + y);                                                                         \
+        break;                                                                                     \
+      case NN_BIN_SUB:                                                                             \
+        SC_LOOP(T, x - y);                                                                         \
+        break;                                                                                     \
+      case NN_BIN_MUL:                                                                             \
+        SC_LOOP(T, x *y);                                                                          \
+        break;                                                                                     \
+      case NN_BIN_DIV:                                                                             \
+        SC_LOOP(T, x / y);                                                                         \
+        break;                                                                                     \
+      case NN_BIN_POW:                                                                             \
+        SC_LOOP(T, POW(x, y));                                                                     \
+        break;                                                                                     \
+      case NN_BIN_MAX:                                                                             \
+        SC_LOOP(T, x > y || x != x ? x : y);                                                       \
+        break;                                                                                     \
+      case NN_BIN_MIN:                                                                             \
+        SC_LOOP(T, x < y || x != x ? x : y);                                                       \
+        break;                                                                                     \
+      }                                                                                            \
+    else                                                                                           \
+      switch (c->code) {                                                                           \
+      case NN_BIN_ADD:                                                                             \
+        SC_LOOP(T, y + x);                                                                         \
+        break;                                                                                     \
+      case NN_BIN_SUB:                                                                             \
+        SC_LOOP(T, y - x);                                                                         \
+        break;                                                                                     \
+      case NN_BIN_MUL:                                                                             \
+        SC_LOOP(T, y *x);                                                                          \
+        break;                                                                                     \
+      case NN_BIN_DIV:                                                                             \
+        SC_LOOP(T, y / x);                                                                         \
+        break;                                                                                     \
+      case NN_BIN_POW:                                                                             \
+        SC_LOOP(T, POW(y, x));                                                                     \
+        break;                                                                                     \
+      case NN_BIN_MAX:                                                                             \
+        SC_LOOP(T, x > y || x != x ? x : y);                                                       \
+        break;                                                                                     \
+      case NN_BIN_MIN:                                                                             \
+        SC_LOOP(T, x < y || x != x ? x : y);                                                       \
+        break;                                                                                     \
+      }                                                                                            \
   }
 SC_ROW(sc_f32, float, powf)
 SC_ROW(sc_f64, double, pow)
@@ -162,22 +202,21 @@ typedef struct {
 
 /* Loop over one row; x is the element of in0. The contiguous case is a separate loop so the
  * compiler can vectorize it. */
-#define UN_LOOP(T, EXPR)                                                                       \
-  do {                                                                                         \
-    T *restrict o = (T *)p[0];                                                                 \
-    const T *restrict a = (const T *)p[1];                                                     \
-    if (s[0] == 1 && s[1] == 1) {                                                              \
-      SIMD                                                                                     \
-      for (int64_t i = 0; i < n; i++) {                                                        \
-        T x = a[i];                                                                            \
-        o[i] = (EXPR);                                                                         \
-      }                                                                                        \
-    } else {                                                                                   \
-      for (int64_t i = 0; i < n; i++) {                                                        \
-        T x = a[i * s[1]];                                                                     \
-        o[i * s[0]] = (EXPR);                                                                  \
-      }                                                                                        \
-    }                                                                                          \
+#define UN_LOOP(T, EXPR)                                                                           \
+  do {                                                                                             \
+    T *restrict o = (T *)p[0];                                                                     \
+    const T *restrict a = (const T *)p[1];                                                         \
+    if (s[0] == 1 && s[1] == 1) {                                                                  \
+      SIMD for (int64_t i = 0; i < n; i++) {                                                       \
+        T x = a[i];                                                                                \
+        o[i] = (EXPR);                                                                             \
+      }                                                                                            \
+    } else {                                                                                       \
+      for (int64_t i = 0; i < n; i++) {                                                            \
+        T x = a[i * s[1]];                                                                         \
+        o[i * s[0]] = (EXPR);                                                                      \
+      }                                                                                            \
+    }                                                                                              \
   } while (0)
 
 /* sqrt(2/pi) and the cubic coefficient of the tanh form of GELU; 1/sqrt(2 pi) for its exact
@@ -297,49 +336,74 @@ MATH_INLINE float log1p_f32(float u) {
 }
 
 /* softplus log(1 + e^z) as max(z, 0) + log(1 + e^-|z|): no overflow for large z. */
-#define SOFTPLUS_FNS(T, SFX, EXP, LOG1P)                                                       \
-  MATH_INLINE T softplus_##SFX(T z) {                                                          \
-    return (z > 0 ? z : (T)0) + LOG1P(EXP(z > 0 ? -z : z));                                    \
-  }
+#define SOFTPLUS_FNS(T, SFX, EXP, LOG1P)                                                           \
+  MATH_INLINE T softplus_##SFX(T z) { return (z > 0 ? z : (T)0) + LOG1P(EXP(z > 0 ? -z : z)); }
 SOFTPLUS_FNS(float, f32, exp_f32, log1p_f32)
 SOFTPLUS_FNS(double, f64, exp, log1p)
 
 /* Type-generic entry points for the kernels below. */
-#define EXP_(x) _Generic((x), float: exp_f32, double: exp)(x)
-#define TANH_(x) _Generic((x), float: tanh_f32, double: tanh)(x)
-#define PHI_(x) _Generic((x), float: phi_f32, double: phi_f64)(x)
-#define LOG_(x) _Generic((x), float: log_f32, double: log)(x)
-#define SOFTPLUS_(x) _Generic((x), float: softplus_f32, double: softplus_f64)(x)
+#define EXP_(x) _Generic((x), float : exp_f32, double : exp)(x)
+#define TANH_(x) _Generic((x), float : tanh_f32, double : tanh)(x)
+#define PHI_(x) _Generic((x), float : phi_f32, double : phi_f64)(x)
+#define LOG_(x) _Generic((x), float : log_f32, double : log)(x)
+#define SOFTPLUS_(x) _Generic((x), float : softplus_f32, double : softplus_f64)(x)
 
-#define UN_ROW(NAME, T)                                                                        \
-  ROW_CLONES static void NAME(int64_t n, char *const *p, const int64_t *s, const void *vctx) { \
-    const un_ctx *c = vctx;                                                                    \
-    const T f0 = (T)c->f0, f1 = (T)c->f1, one = 1;                                            \
-    switch (c->code) {                                                                         \
-    case NN_UN_NEG: UN_LOOP(T, -x); break;                                                     \
-    case NN_UN_EXP: UN_LOOP(T, EXP_(x)); break;                                                \
-    case NN_UN_LOG: UN_LOOP(T, LOG_(x)); break;                                                \
-    case NN_UN_SQRT: UN_LOOP(T, sqrt(x)); break;                                               \
-    case NN_UN_RSQRT: UN_LOOP(T, one / sqrt(x)); break;                                        \
-    case NN_UN_ABS: UN_LOOP(T, fabs(x)); break;                                                \
-    case NN_UN_POW:                                                                            \
-      if (c->f0 == 2.0) UN_LOOP(T, x * x);                                                     \
-      else if (c->f0 == 1.0) UN_LOOP(T, x);                                                    \
-      else UN_LOOP(T, pow(x, f0));                                                             \
-      break;                                                                                   \
-    case NN_UN_CLAMP: /* min(max(x, lo), hi); NaN fails both tests and passes through */       \
-      UN_LOOP(T, x < f0 ? (f0 > f1 ? f1 : f0) : (x > f1 ? f1 : x));                            \
-      break;                                                                                   \
-    case NN_UN_RELU: UN_LOOP(T, x < 0 ? (T)0 : x); break; /* NaN passes through */            \
-    case NN_UN_LEAKY_RELU: UN_LOOP(T, x > 0 ? x : x * f0); break;                              \
-    case NN_UN_TANH: UN_LOOP(T, TANH_(x)); break;                                              \
-    case NN_UN_SIGMOID: UN_LOOP(T, one / (one + EXP_(-x))); break;                             \
-    case NN_UN_GELU: UN_LOOP(T, x * PHI_(x)); break;                                           \
-    case NN_UN_GELU_TANH: /* x/2 (1 + tanh u) = x sigmoid(2u), without the cancellation */     \
-      UN_LOOP(T, x / (one + EXP_((T)(-2 * GELU_K) * (x + (T)GELU_C * x * x * x))));            \
-      break;                                                                                   \
-    case NN_UN_SOFTPLUS: UN_LOOP(T, x * f0 > f1 ? x : SOFTPLUS_(x * f0) / f0); break;          \
-    }                                                                                          \
+#define UN_ROW(NAME, T)                                                                            \
+  ROW_CLONES static void NAME(int64_t n, char *const *p, const int64_t *s, const void *vctx) {     \
+    const un_ctx *c = vctx;                                                                        \
+    const T f0 = (T)c->f0, f1 = (T)c->f1, one = 1;                                                 \
+    switch (c->code) {                                                                             \
+    case NN_UN_NEG:                                                                                \
+      UN_LOOP(T, -x);                                                                              \
+      break;                                                                                       \
+    case NN_UN_EXP:                                                                                \
+      UN_LOOP(T, EXP_(x));                                                                         \
+      break;                                                                                       \
+    case NN_UN_LOG:                                                                                \
+      UN_LOOP(T, LOG_(x));                                                                         \
+      break;                                                                                       \
+    case NN_UN_SQRT:                                                                               \
+      UN_LOOP(T, sqrt(x));                                                                         \
+      break;                                                                                       \
+    case NN_UN_RSQRT:                                                                              \
+      UN_LOOP(T, one / sqrt(x));                                                                   \
+      break;                                                                                       \
+    case NN_UN_ABS:                                                                                \
+      UN_LOOP(T, fabs(x));                                                                         \
+      break;                                                                                       \
+    case NN_UN_POW:                                                                                \
+      if (c->f0 == 2.0)                                                                            \
+        UN_LOOP(T, x *x);                                                                          \
+      else if (c->f0 == 1.0)                                                                       \
+        UN_LOOP(T, x);                                                                             \
+      else                                                                                         \
+        UN_LOOP(T, pow(x, f0));                                                                    \
+      break;                                                                                       \
+    case NN_UN_CLAMP: /* min(max(x, lo), hi); NaN fails both tests and passes through */           \
+      UN_LOOP(T, x < f0 ? (f0 > f1 ? f1 : f0) : (x > f1 ? f1 : x));                                \
+      break;                                                                                       \
+    case NN_UN_RELU:                                                                               \
+      UN_LOOP(T, x < 0 ? (T)0 : x);                                                                \
+      break; /* NaN passes through */                                                              \
+    case NN_UN_LEAKY_RELU:                                                                         \
+      UN_LOOP(T, x > 0 ? x : x * f0);                                                              \
+      break;                                                                                       \
+    case NN_UN_TANH:                                                                               \
+      UN_LOOP(T, TANH_(x));                                                                        \
+      break;                                                                                       \
+    case NN_UN_SIGMOID:                                                                            \
+      UN_LOOP(T, one / (one + EXP_(-x)));                                                          \
+      break;                                                                                       \
+    case NN_UN_GELU:                                                                               \
+      UN_LOOP(T, x *PHI_(x));                                                                      \
+      break;                                                                                       \
+    case NN_UN_GELU_TANH: /* x/2 (1 + tanh u) = x sigmoid(2u), without the cancellation */         \
+      UN_LOOP(T, x / (one + EXP_((T)(-2 * GELU_K) * (x + (T)GELU_C * x * x * x))));                \
+      break;                                                                                       \
+    case NN_UN_SOFTPLUS:                                                                           \
+      UN_LOOP(T, x *f0 > f1 ? x : SOFTPLUS_(x * f0) / f0);                                         \
+      break;                                                                                       \
+    }                                                                                              \
   }
 UN_ROW(un_f32, float)
 UN_ROW(un_f64, double)
@@ -355,75 +419,105 @@ static int cpu_unary(nn_tensor *const *out, nn_tensor *const *in, const nn_op_pa
 
 /* ---- unary backward: out = in0 (dout) * f'(v), v = in1 (the op's input x or output y) ---- */
 
-#define UNB_LOOP(T, EXPR)                                                                      \
-  do {                                                                                         \
-    T *restrict o = (T *)p[0];                                                                 \
-    const T *restrict ga = (const T *)p[1], *restrict va = (const T *)p[2];                    \
-    if (s[0] == 1 && s[1] == 1 && s[2] == 1) {                                                 \
-      SIMD                                                                                     \
-      for (int64_t i = 0; i < n; i++) {                                                        \
-        T g = ga[i], v = va[i];                                                                \
-        (void)v;                                                                               \
-        o[i] = (EXPR);                                                                         \
-      }                                                                                        \
-    } else {                                                                                   \
-      for (int64_t i = 0; i < n; i++) {                                                        \
-        T g = ga[i * s[1]], v = va[i * s[2]];                                                  \
-        (void)v;                                                                               \
-        o[i * s[0]] = (EXPR);                                                                  \
-      }                                                                                        \
-    }                                                                                          \
+#define UNB_LOOP(T, EXPR)                                                                          \
+  do {                                                                                             \
+    T *restrict o = (T *)p[0];                                                                     \
+    const T *restrict ga = (const T *)p[1], *restrict va = (const T *)p[2];                        \
+    if (s[0] == 1 && s[1] == 1 && s[2] == 1) {                                                     \
+      SIMD for (int64_t i = 0; i < n; i++) {                                                       \
+        T g = ga[i], v = va[i];                                                                    \
+        (void)v;                                                                                   \
+        o[i] = (EXPR);                                                                             \
+      }                                                                                            \
+    } else {                                                                                       \
+      for (int64_t i = 0; i < n; i++) {                                                            \
+        T g = ga[i * s[1]], v = va[i * s[2]];                                                      \
+        (void)v;                                                                                   \
+        o[i * s[0]] = (EXPR);                                                                      \
+      }                                                                                            \
+    }                                                                                              \
   } while (0)
 
 /* d/dx of GELU: Phi(x) + x phi(x) for the exact form; for the tanh form, written as
  * x sigmoid(2u) with u = k (x + c x^3): s + x s (1 - s) 2k (1 + 3c x^2), s = sigmoid(2u). */
-#define GELU_GRAD_FNS(T, SFX)                                                                  \
-  MATH_INLINE T gelu_grad_##SFX(T x) {                                                        \
-    return PHI_(x) + x * (T)INV_SQRT_2PI * EXP_((T)-0.5 * x * x);                              \
-  }                                                                                            \
-  MATH_INLINE T gelu_tanh_grad_##SFX(T x) {                                                   \
-    T e = EXP_((T)(-2 * GELU_K) * (x + (T)GELU_C * x * x * x)), sg = (T)1 / ((T)1 + e);        \
-    T oms = e * sg; /* 1 - s = e s, without cancellation where s is near 1 */                  \
-    oms = oms != oms ? (T)1 : oms; /* e = inf */                                               \
-    return sg + (T)(2 * GELU_K) * x * (oms * sg) * ((T)1 + (T)(3 * GELU_C) * x * x);           \
+#define GELU_GRAD_FNS(T, SFX)                                                                      \
+  MATH_INLINE T gelu_grad_##SFX(T x) {                                                             \
+    return PHI_(x) + x * (T)INV_SQRT_2PI * EXP_((T)-0.5 * x * x);                                  \
+  }                                                                                                \
+  MATH_INLINE T gelu_tanh_grad_##SFX(T x) {                                                        \
+    T e = EXP_((T)(-2 * GELU_K) * (x + (T)GELU_C * x * x * x)), sg = (T)1 / ((T)1 + e);            \
+    T oms = e * sg;                /* 1 - s = e s, without cancellation where s is near 1 */       \
+    oms = oms != oms ? (T)1 : oms; /* e = inf */                                                   \
+    return sg + (T)(2 * GELU_K) * x * (oms * sg) * ((T)1 + (T)(3 * GELU_C) * x * x);               \
   }
 GELU_GRAD_FNS(float, f32)
 GELU_GRAD_FNS(double, f64)
-#define GELU_GRAD_(x) _Generic((x), float: gelu_grad_f32, double: gelu_grad_f64)(x)
-#define GELU_TANH_GRAD_(x) _Generic((x), float: gelu_tanh_grad_f32, double: gelu_tanh_grad_f64)(x)
+#define GELU_GRAD_(x) _Generic((x), float : gelu_grad_f32, double : gelu_grad_f64)(x)
+#define GELU_TANH_GRAD_(x) _Generic((x), float : gelu_tanh_grad_f32, double : gelu_tanh_grad_f64)(x)
 
-#define UNB_ROW(NAME, T)                                                                       \
-  ROW_CLONES static void NAME(int64_t n, char *const *p, const int64_t *s, const void *vctx) { \
-    const un_ctx *c = vctx;                                                                    \
-    const T f0 = (T)c->f0, f1 = (T)c->f1, one = 1;                                             \
-    switch (c->code) {                                                                         \
-    case NN_UN_NEG: UNB_LOOP(T, -g); break;                                                    \
-    case NN_UN_EXP: UNB_LOOP(T, g * v); break;                                                 \
-    case NN_UN_LOG: UNB_LOOP(T, g / v); break;                                                 \
-    case NN_UN_SQRT: UNB_LOOP(T, g / (v + v)); break;                                          \
-    case NN_UN_RSQRT: UNB_LOOP(T, (T)-0.5 * g * v * v * v); break;                             \
-    case NN_UN_ABS: UNB_LOOP(T, v > 0 ? g : v < 0 ? -g : (T)0); break;                         \
-    case NN_UN_POW:                                                                            \
-      if (c->f0 == 0.0) UNB_LOOP(T, (T)0 * g);                                                 \
-      else if (c->f0 == 1.0) UNB_LOOP(T, g);                                                   \
-      else if (c->f0 == 2.0) UNB_LOOP(T, g * (v + v));                                         \
-      else UNB_LOOP(T, g * f0 * pow(v, f0 - one));                                             \
-      break;                                                                                   \
-    case NN_UN_CLAMP: UNB_LOOP(T, v >= f0 && v <= f1 ? g : (T)0); break;                       \
-    case NN_UN_RELU: UNB_LOOP(T, v > 0 ? g : (T)0); break;                                     \
-    case NN_UN_LEAKY_RELU: UNB_LOOP(T, v > 0 ? g : g * f0); break;                             \
-    case NN_UN_TANH: UNB_LOOP(T, g * (one - v * v)); break;                                    \
-    case NN_UN_SIGMOID: UNB_LOOP(T, g * v * (one - v)); break;                                 \
-    case NN_UN_GELU: UNB_LOOP(T, g * GELU_GRAD_(v)); break;                                    \
-    case NN_UN_GELU_TANH: UNB_LOOP(T, g * GELU_TANH_GRAD_(v)); break;                          \
-    case NN_UN_SOFTPLUS: UNB_LOOP(T, v * f0 > f1 ? g : g / (one + EXP_(-v * f0))); break;      \
-    }                                                                                          \
+#define UNB_ROW(NAME, T)                                                                           \
+  ROW_CLONES static void NAME(int64_t n, char *const *p, const int64_t *s, const void *vctx) {     \
+    const un_ctx *c = vctx;                                                                        \
+    const T f0 = (T)c->f0, f1 = (T)c->f1, one = 1;                                                 \
+    switch (c->code) {                                                                             \
+    case NN_UN_NEG:                                                                                \
+      UNB_LOOP(T, -g);                                                                             \
+      break;                                                                                       \
+    case NN_UN_EXP:                                                                                \
+      UNB_LOOP(T, g *v);                                                                           \
+      break;                                                                                       \
+    case NN_UN_LOG:                                                                                \
+      UNB_LOOP(T, g / v);                                                                          \
+      break;                                                                                       \
+    case NN_UN_SQRT:                                                                               \
+      UNB_LOOP(T, g / (v + v));                                                                    \
+      break;                                                                                       \
+    case NN_UN_RSQRT:                                                                              \
+      UNB_LOOP(T, (T)-0.5 * g * v * v * v);                                                        \
+      break;                                                                                       \
+    case NN_UN_ABS:                                                                                \
+      UNB_LOOP(T, v > 0 ? g : v < 0 ? -g : (T)0);                                                  \
+      break;                                                                                       \
+    case NN_UN_POW:                                                                                \
+      if (c->f0 == 0.0)                                                                            \
+        UNB_LOOP(T, (T)0 * g);                                                                     \
+      else if (c->f0 == 1.0)                                                                       \
+        UNB_LOOP(T, g);                                                                            \
+      else if (c->f0 == 2.0)                                                                       \
+        UNB_LOOP(T, g *(v + v));                                                                   \
+      else                                                                                         \
+        UNB_LOOP(T, g *f0 *pow(v, f0 - one));                                                      \
+      break;                                                                                       \
+    case NN_UN_CLAMP:                                                                              \
+      UNB_LOOP(T, v >= f0 && v <= f1 ? g : (T)0);                                                  \
+      break;                                                                                       \
+    case NN_UN_RELU:                                                                               \
+      UNB_LOOP(T, v > 0 ? g : (T)0);                                                               \
+      break;                                                                                       \
+    case NN_UN_LEAKY_RELU:                                                                         \
+      UNB_LOOP(T, v > 0 ? g : g * f0);                                                             \
+      break;                                                                                       \
+    case NN_UN_TANH:                                                                               \
+      UNB_LOOP(T, g *(one - v * v));                                                               \
+      break;                                                                                       \
+    case NN_UN_SIGMOID:                                                                            \
+      UNB_LOOP(T, g *v *(one - v));                                                                \
+      break;                                                                                       \
+    case NN_UN_GELU:                                                                               \
+      UNB_LOOP(T, g *GELU_GRAD_(v));                                                               \
+      break;                                                                                       \
+    case NN_UN_GELU_TANH:                                                                          \
+      UNB_LOOP(T, g *GELU_TANH_GRAD_(v));                                                          \
+      break;                                                                                       \
+    case NN_UN_SOFTPLUS:                                                                           \
+      UNB_LOOP(T, v *f0 > f1 ? g : g / (one + EXP_(-v * f0)));                                     \
+      break;                                                                                       \
+    }                                                                                              \
   }
 UNB_ROW(unb_f32, float)
 UNB_ROW(unb_f64, double)
 
-static int cpu_unary_backward(nn_tensor *const *out, nn_tensor *const *in,
-                              const nn_op_params *p) {
+static int cpu_unary_backward(nn_tensor *const *out, nn_tensor *const *in, const nn_op_params *p) {
   un_ctx c = {(int)p->i[0], p->f[0], p->f[1]};
   nn_tensor *ops[3] = {out[0], in[0], in[1]};
   cpu_iter it;
@@ -438,50 +532,62 @@ typedef struct {
   int code, which;
 } binb_ctx;
 
-#define BINB_LOOP(T, EXPR)                                                                     \
-  do {                                                                                         \
-    T *restrict o = (T *)p[0];                                                                 \
-    const T *restrict ga = (const T *)p[1], *restrict aa = (const T *)p[2],                    \
-                      *restrict ba = (const T *)p[3];                                          \
-    if (s[0] == 1 && s[1] == 1 && s[2] == 1 && s[3] == 1) {                                    \
-      SIMD                                                                                     \
-      for (int64_t i = 0; i < n; i++) {                                                        \
-        T g = ga[i], x = aa[i], y = ba[i];                                                     \
-        (void)x;                                                                               \
-        o[i] = (EXPR);                                                                         \
-      }                                                                                        \
-    } else {                                                                                   \
-      for (int64_t i = 0; i < n; i++) {                                                        \
-        T g = ga[i * s[1]], x = aa[i * s[2]], y = ba[i * s[3]];                                \
-        (void)x;                                                                               \
-        o[i * s[0]] = (EXPR);                                                                  \
-      }                                                                                        \
-    }                                                                                          \
+#define BINB_LOOP(T, EXPR)                                                                         \
+  do {                                                                                             \
+    T *restrict o = (T *)p[0];                                                                     \
+    const T *restrict ga = (const T *)p[1], *restrict aa = (const T *)p[2],                        \
+                      *restrict ba = (const T *)p[3];                                              \
+    if (s[0] == 1 && s[1] == 1 && s[2] == 1 && s[3] == 1) {                                        \
+      SIMD for (int64_t i = 0; i < n; i++) {                                                       \
+        T g = ga[i], x = aa[i], y = ba[i];                                                         \
+        (void)x;                                                                                   \
+        o[i] = (EXPR);                                                                             \
+      }                                                                                            \
+    } else {                                                                                       \
+      for (int64_t i = 0; i < n; i++) {                                                            \
+        T g = ga[i * s[1]], x = aa[i * s[2]], y = ba[i * s[3]];                                    \
+        (void)x;                                                                                   \
+        o[i * s[0]] = (EXPR);                                                                      \
+      }                                                                                            \
+    }                                                                                              \
   } while (0)
 
 /* max/min: the selected operand gets g, ties split it evenly (PyTorch's rule). */
-#define BINB_ROW(NAME, T)                                                                      \
-  ROW_CLONES static void NAME(int64_t n, char *const *p, const int64_t *s, const void *vctx) { \
-    const binb_ctx *c = vctx;                                                                  \
-    const T half = (T)0.5, one = 1;                                                            \
-    switch (c->code * 2 + c->which) {                                                          \
-    case NN_BIN_DIV * 2: BINB_LOOP(T, g / y); break;                                           \
-    case NN_BIN_DIV * 2 + 1: BINB_LOOP(T, -(g * (x / y)) / y); break;                          \
-    case NN_BIN_POW * 2: BINB_LOOP(T, y == 0 ? (T)0 : g * y * pow(x, y - one)); break;         \
-    case NN_BIN_POW * 2 + 1:                                                                   \
-      BINB_LOOP(T, x == 0 && y >= 0 ? (T)0 : g * pow(x, y) * log(x));                          \
-      break;                                                                                   \
-    case NN_BIN_MAX * 2: BINB_LOOP(T, x == y ? g * half : x < y ? (T)0 : g); break;            \
-    case NN_BIN_MAX * 2 + 1: BINB_LOOP(T, x == y ? g * half : x > y ? (T)0 : g); break;        \
-    case NN_BIN_MIN * 2: BINB_LOOP(T, x == y ? g * half : x > y ? (T)0 : g); break;            \
-    case NN_BIN_MIN * 2 + 1: BINB_LOOP(T, x == y ? g * half : x < y ? (T)0 : g); break;        \
-    }                                                                                          \
+#define BINB_ROW(NAME, T)                                                                          \
+  ROW_CLONES static void NAME(int64_t n, char *const *p, const int64_t *s, const void *vctx) {     \
+    const binb_ctx *c = vctx;                                                                      \
+    const T half = (T)0.5, one = 1;                                                                \
+    switch (c->code * 2 + c->which) {                                                              \
+    case NN_BIN_DIV * 2:                                                                           \
+      BINB_LOOP(T, g / y);                                                                         \
+      break;                                                                                       \
+    case NN_BIN_DIV * 2 + 1:                                                                       \
+      BINB_LOOP(T, -(g * (x / y)) / y);                                                            \
+      break;                                                                                       \
+    case NN_BIN_POW * 2:                                                                           \
+      BINB_LOOP(T, y == 0 ? (T)0 : g * y * pow(x, y - one));                                       \
+      break;                                                                                       \
+    case NN_BIN_POW * 2 + 1:                                                                       \
+      BINB_LOOP(T, x == 0 && y >= 0 ? (T)0 : g * pow(x, y) * log(x));                              \
+      break;                                                                                       \
+    case NN_BIN_MAX * 2:                                                                           \
+      BINB_LOOP(T, x == y ? g * half : x < y ? (T)0 : g);                                          \
+      break;                                                                                       \
+    case NN_BIN_MAX * 2 + 1:                                                                       \
+      BINB_LOOP(T, x == y ? g * half : x > y ? (T)0 : g);                                          \
+      break;                                                                                       \
+    case NN_BIN_MIN * 2:                                                                           \
+      BINB_LOOP(T, x == y ? g * half : x > y ? (T)0 : g);                                          \
+      break;                                                                                       \
+    case NN_BIN_MIN * 2 + 1:                                                                       \
+      BINB_LOOP(T, x == y ? g * half : x < y ? (T)0 : g);                                          \
+      break;                                                                                       \
+    }                                                                                              \
   }
 BINB_ROW(binb_f32, float)
 BINB_ROW(binb_f64, double)
 
-static int cpu_binary_backward(nn_tensor *const *out, nn_tensor *const *in,
-                               const nn_op_params *p) {
+static int cpu_binary_backward(nn_tensor *const *out, nn_tensor *const *in, const nn_op_params *p) {
   binb_ctx c = {(int)p->i[0], (int)p->i[1]};
   nn_tensor *ops[4] = {out[0], in[0], in[1], in[2]};
   cpu_iter it;
@@ -499,34 +605,45 @@ typedef struct {
   double v;
 } cmp_ctx;
 
-#define CMP_LOOP(TO, TI, TS, OP)                                                               \
-  do {                                                                                         \
-    TO *restrict o = (TO *)p[0];                                                               \
-    const TI *restrict a = (const TI *)p[1];                                                   \
-    if (c->scalar) {                                                                           \
-      const TS y = (TS)c->v;                                                                   \
-      for (int64_t i = 0; i < n; i++) o[i * s[0]] = (TO)((TS)a[i * s[1]] OP y);                \
-    } else {                                                                                   \
-      const TI *restrict b = (const TI *)p[2];                                                 \
-      if (s[0] == 1 && s[1] == 1 && s[2] == 1) {                                               \
-        SIMD                                                                                   \
-        for (int64_t i = 0; i < n; i++) o[i] = (TO)(a[i] OP b[i]);                             \
-      } else                                                                                   \
-        for (int64_t i = 0; i < n; i++) o[i * s[0]] = (TO)(a[i * s[1]] OP b[i * s[2]]);        \
-    }                                                                                          \
+#define CMP_LOOP(TO, TI, TS, OP)                                                                   \
+  do {                                                                                             \
+    TO *restrict o = (TO *)p[0];                                                                   \
+    const TI *restrict a = (const TI *)p[1];                                                       \
+    if (c->scalar) {                                                                               \
+      const TS y = (TS)c->v;                                                                       \
+      for (int64_t i = 0; i < n; i++) o[i * s[0]] = (TO)((TS)a[i * s[1]] OP y);                    \
+    } else {                                                                                       \
+      const TI *restrict b = (const TI *)p[2];                                                     \
+      if (s[0] == 1 && s[1] == 1 && s[2] == 1) {                                                   \
+        SIMD for (int64_t i = 0; i < n; i++) o[i] = (TO)(a[i] OP b[i]);                            \
+      } else                                                                                       \
+        for (int64_t i = 0; i < n; i++) o[i * s[0]] = (TO)(a[i * s[1]] OP b[i * s[2]]);            \
+    }                                                                                              \
   } while (0)
 
-#define CMP_ROW(NAME, TO, TI, TS)                                                              \
-  ROW_CLONES static void NAME(int64_t n, char *const *p, const int64_t *s, const void *vctx) { \
-    const cmp_ctx *c = vctx;                                                                   \
-    switch (c->code) {                                                                         \
-    case NN_CMP_EQ: CMP_LOOP(TO, TI, TS, ==); break;                                           \
-    case NN_CMP_NE: CMP_LOOP(TO, TI, TS, !=); break;                                           \
-    case NN_CMP_GT: CMP_LOOP(TO, TI, TS, >); break;                                            \
-    case NN_CMP_GE: CMP_LOOP(TO, TI, TS, >=); break;                                           \
-    case NN_CMP_LT: CMP_LOOP(TO, TI, TS, <); break;                                            \
-    case NN_CMP_LE: CMP_LOOP(TO, TI, TS, <=); break;                                           \
-    }                                                                                          \
+#define CMP_ROW(NAME, TO, TI, TS)                                                                  \
+  ROW_CLONES static void NAME(int64_t n, char *const *p, const int64_t *s, const void *vctx) {     \
+    const cmp_ctx *c = vctx;                                                                       \
+    switch (c->code) {                                                                             \
+    case NN_CMP_EQ:                                                                                \
+      CMP_LOOP(TO, TI, TS, ==);                                                                    \
+      break;                                                                                       \
+    case NN_CMP_NE:                                                                                \
+      CMP_LOOP(TO, TI, TS, !=);                                                                    \
+      break;                                                                                       \
+    case NN_CMP_GT:                                                                                \
+      CMP_LOOP(TO, TI, TS, >);                                                                     \
+      break;                                                                                       \
+    case NN_CMP_GE:                                                                                \
+      CMP_LOOP(TO, TI, TS, >=);                                                                    \
+      break;                                                                                       \
+    case NN_CMP_LT:                                                                                \
+      CMP_LOOP(TO, TI, TS, <);                                                                     \
+      break;                                                                                       \
+    case NN_CMP_LE:                                                                                \
+      CMP_LOOP(TO, TI, TS, <=);                                                                    \
+      break;                                                                                       \
+    }                                                                                              \
   }
 CMP_ROW(cmp_ff, float, float, float)
 CMP_ROW(cmp_fd, float, double, double)
@@ -553,18 +670,16 @@ typedef struct {
   double v;
 } mf_ctx;
 
-#define WHERE_ROW(NAME, T, TC)                                                                 \
-  ROW_CLONES static void NAME(int64_t n, char *const *p, const int64_t *s, const void *vctx) { \
-    (void)vctx;                                                                                \
-    T *restrict o = (T *)p[0];                                                                 \
-    const TC *restrict k = (const TC *)p[1];                                                   \
-    const T *restrict a = (const T *)p[2], *restrict b = (const T *)p[3];                      \
-    if (s[0] == 1 && s[1] == 1 && s[2] == 1 && s[3] == 1) {                                    \
-      SIMD                                                                                     \
-      for (int64_t i = 0; i < n; i++) o[i] = k[i] != 0 ? a[i] : b[i];                          \
-    } else                                                                                     \
-      for (int64_t i = 0; i < n; i++)                                                          \
-        o[i * s[0]] = k[i * s[1]] != 0 ? a[i * s[2]] : b[i * s[3]];                            \
+#define WHERE_ROW(NAME, T, TC)                                                                     \
+  ROW_CLONES static void NAME(int64_t n, char *const *p, const int64_t *s, const void *vctx) {     \
+    (void)vctx;                                                                                    \
+    T *restrict o = (T *)p[0];                                                                     \
+    const TC *restrict k = (const TC *)p[1];                                                       \
+    const T *restrict a = (const T *)p[2], *restrict b = (const T *)p[3];                          \
+    if (s[0] == 1 && s[1] == 1 && s[2] == 1 && s[3] == 1) {                                        \
+      SIMD for (int64_t i = 0; i < n; i++) o[i] = k[i] != 0 ? a[i] : b[i];                         \
+    } else                                                                                         \
+      for (int64_t i = 0; i < n; i++) o[i * s[0]] = k[i * s[1]] != 0 ? a[i * s[2]] : b[i * s[3]];  \
   }
 WHERE_ROW(where_ff, float, float)
 WHERE_ROW(where_fd, float, double)
@@ -584,19 +699,18 @@ static int cpu_where(nn_tensor *const *out, nn_tensor *const *in, const nn_op_pa
   return NN_OK;
 }
 
-#define MF_ROW(NAME, T, TC)                                                                    \
-  ROW_CLONES static void NAME(int64_t n, char *const *p, const int64_t *s, const void *vctx) { \
-    const mf_ctx *c = vctx;                                                                    \
-    T *restrict o = (T *)p[0];                                                                 \
-    const T *restrict a = (const T *)p[1];                                                     \
-    const TC *restrict k = (const TC *)p[2];                                                   \
-    const T v = (T)c->v;                                                                       \
-    const int inv = c->invert;                                                                 \
-    if (s[0] == 1 && s[1] == 1 && s[2] == 1) {                                                 \
-      SIMD                                                                                     \
-      for (int64_t i = 0; i < n; i++) o[i] = (k[i] != 0) != inv ? v : a[i];                    \
-    } else                                                                                     \
-      for (int64_t i = 0; i < n; i++) o[i * s[0]] = (k[i * s[2]] != 0) != inv ? v : a[i * s[1]]; \
+#define MF_ROW(NAME, T, TC)                                                                        \
+  ROW_CLONES static void NAME(int64_t n, char *const *p, const int64_t *s, const void *vctx) {     \
+    const mf_ctx *c = vctx;                                                                        \
+    T *restrict o = (T *)p[0];                                                                     \
+    const T *restrict a = (const T *)p[1];                                                         \
+    const TC *restrict k = (const TC *)p[2];                                                       \
+    const T v = (T)c->v;                                                                           \
+    const int inv = c->invert;                                                                     \
+    if (s[0] == 1 && s[1] == 1 && s[2] == 1) {                                                     \
+      SIMD for (int64_t i = 0; i < n; i++) o[i] = (k[i] != 0) != inv ? v : a[i];                   \
+    } else                                                                                         \
+      for (int64_t i = 0; i < n; i++) o[i * s[0]] = (k[i * s[2]] != 0) != inv ? v : a[i * s[1]];   \
   }
 MF_ROW(mf_ff, float, float)
 MF_ROW(mf_fd, float, double)
@@ -617,19 +731,17 @@ static int cpu_masked_fill(nn_tensor *const *out, nn_tensor *const *in, const nn
 
 /* ---- mul_scaled: out = in0 * in1 * f[0] (dropout with a given mask, in-place t *= x) ---- */
 
-#define MS_ROW(NAME, T)                                                                        \
-  ROW_CLONES static void NAME(int64_t n, char *const *p, const int64_t *s, const void *vctx) { \
-    const T k = (T) * (const double *)vctx;                                                    \
-    T *o = (T *)p[0]; /* may alias in0 exactly (in place) */                                   \
-    const T *a = (const T *)p[1], *b = (const T *)p[2];                                        \
-    if (s[0] == 1 && s[1] == 1 && s[2] == 1) {                                                 \
-      SIMD                                                                                     \
-      for (int64_t i = 0; i < n; i++) o[i] = a[i] * b[i] * k;                                  \
-    } else if (s[0] == 1 && s[1] == 1 && s[2] == 0) {                                          \
-      SIMD                                                                                     \
-      for (int64_t i = 0; i < n; i++) o[i] = a[i] * b[0] * k;                                  \
-    } else                                                                                     \
-      for (int64_t i = 0; i < n; i++) o[i * s[0]] = a[i * s[1]] * b[i * s[2]] * k;             \
+#define MS_ROW(NAME, T)                                                                            \
+  ROW_CLONES static void NAME(int64_t n, char *const *p, const int64_t *s, const void *vctx) {     \
+    const T k = (T) * (const double *)vctx;                                                        \
+    T *o = (T *)p[0]; /* may alias in0 exactly (in place) */                                       \
+    const T *a = (const T *)p[1], *b = (const T *)p[2];                                            \
+    if (s[0] == 1 && s[1] == 1 && s[2] == 1) {                                                     \
+      SIMD for (int64_t i = 0; i < n; i++) o[i] = a[i] * b[i] * k;                                 \
+    } else if (s[0] == 1 && s[1] == 1 && s[2] == 0) {                                              \
+      SIMD for (int64_t i = 0; i < n; i++) o[i] = a[i] * b[0] * k;                                 \
+    } else                                                                                         \
+      for (int64_t i = 0; i < n; i++) o[i * s[0]] = a[i * s[1]] * b[i * s[2]] * k;                 \
   }
 MS_ROW(ms_f32, float)
 MS_ROW(ms_f64, double)

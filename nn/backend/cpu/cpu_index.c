@@ -74,21 +74,21 @@ static int cpu_index_check(nn_tensor *const *out, nn_tensor *const *in, const nn
  * Operands of the row iterator: 0 out, 1 idx, 2 t viewed with idx's shape and stride 0 on dim.
  * A pure copy, so it moves 4- or 8-byte words whatever the dtype. */
 
-#define GATHER_ROW(NAME, T)                                                                    \
-  static void NAME(int64_t n, char *const *p, const int64_t *s, const void *ctx) {             \
-    int64_t sd = *(const int64_t *)ctx;                                                        \
-    T *o = (T *)p[0];                                                                          \
-    const int64_t *ix = (const int64_t *)p[1];                                                 \
-    const T *t = (const T *)p[2];                                                              \
-    if (s[1] == 0) { /* one index for the whole row (index_select, embedding) */               \
-      const T *src = t + ix[0] * sd;                                                           \
-      if (s[0] == 1 && s[2] == 1)                                                              \
-        for (int64_t i = 0; i < n; i++) o[i] = src[i];                                         \
-      else                                                                                     \
-        for (int64_t i = 0; i < n; i++) o[i * s[0]] = src[i * s[2]];                           \
-    } else {                                                                                   \
-      for (int64_t i = 0; i < n; i++) o[i * s[0]] = t[i * s[2] + ix[i * s[1]] * sd];           \
-    }                                                                                          \
+#define GATHER_ROW(NAME, T)                                                                        \
+  static void NAME(int64_t n, char *const *p, const int64_t *s, const void *ctx) {                 \
+    int64_t sd = *(const int64_t *)ctx;                                                            \
+    T *o = (T *)p[0];                                                                              \
+    const int64_t *ix = (const int64_t *)p[1];                                                     \
+    const T *t = (const T *)p[2];                                                                  \
+    if (s[1] == 0) { /* one index for the whole row (index_select, embedding) */                   \
+      const T *src = t + ix[0] * sd;                                                               \
+      if (s[0] == 1 && s[2] == 1)                                                                  \
+        for (int64_t i = 0; i < n; i++) o[i] = src[i];                                             \
+      else                                                                                         \
+        for (int64_t i = 0; i < n; i++) o[i * s[0]] = src[i * s[2]];                               \
+    } else {                                                                                       \
+      for (int64_t i = 0; i < n; i++) o[i * s[0]] = t[i * s[2] + ix[i * s[1]] * sd];               \
+    }                                                                                              \
   }
 GATHER_ROW(gather_w4, uint32_t)
 GATHER_ROW(gather_w8, uint64_t)
@@ -125,44 +125,44 @@ static nn_tensor drop_dim(const nn_tensor *t, const nn_tensor *like, int d) {
 }
 
 typedef struct {
-  int64_t J;       /* idx->shape[dim] */
+  int64_t J;          /* idx->shape[dim] */
   int64_t so, si, ss; /* strides along dim of out, idx, src */
 } scat_ctx;
 
 /* One row of "other" coordinates (operands 0 out, 1 idx, 2 src with dim dropped); for each j in
  * ascending order, adds src[.., j, ..] into out at idx[.., j, ..]. */
-#define SCAT_ROW(NAME, T)                                                                      \
-  static void NAME(int64_t n, char *const *p, const int64_t *s, const void *vctx) {            \
-    const scat_ctx *c = vctx;                                                                  \
-    T *o = (T *)p[0];                                                                          \
-    for (int64_t j = 0; j < c->J; j++) {                                                       \
-      const int64_t *ix = (const int64_t *)p[1] + j * c->si;                                   \
-      const T *sv = (const T *)p[2] + j * c->ss;                                               \
-      if (s[1] == 0) {                                                                         \
-        T *orow = o + ix[0] * c->so;                                                           \
-        if (s[0] == 1 && s[2] == 1)                                                            \
-          for (int64_t b = 0; b < n; b++) orow[b] += sv[b];                                    \
-        else                                                                                   \
-          for (int64_t b = 0; b < n; b++) orow[b * s[0]] += sv[b * s[2]];                      \
-      } else {                                                                                 \
-        for (int64_t b = 0; b < n; b++) o[b * s[0] + ix[b * s[1]] * c->so] += sv[b * s[2]];    \
-      }                                                                                        \
-    }                                                                                          \
+#define SCAT_ROW(NAME, T)                                                                          \
+  static void NAME(int64_t n, char *const *p, const int64_t *s, const void *vctx) {                \
+    const scat_ctx *c = vctx;                                                                      \
+    T *o = (T *)p[0];                                                                              \
+    for (int64_t j = 0; j < c->J; j++) {                                                           \
+      const int64_t *ix = (const int64_t *)p[1] + j * c->si;                                       \
+      const T *sv = (const T *)p[2] + j * c->ss;                                                   \
+      if (s[1] == 0) {                                                                             \
+        T *orow = o + ix[0] * c->so;                                                               \
+        if (s[0] == 1 && s[2] == 1)                                                                \
+          for (int64_t b = 0; b < n; b++) orow[b] += sv[b];                                        \
+        else                                                                                       \
+          for (int64_t b = 0; b < n; b++) orow[b * s[0]] += sv[b * s[2]];                          \
+      } else {                                                                                     \
+        for (int64_t b = 0; b < n; b++) o[b * s[0] + ix[b * s[1]] * c->so] += sv[b * s[2]];        \
+      }                                                                                            \
+    }                                                                                              \
   }
 SCAT_ROW(scat_f32, float)
 SCAT_ROW(scat_f64, double)
 SCAT_ROW(scat_i64, int64_t)
 
 /* out row (other coords) += src row, for the range path: operands 0 out, 1 src. */
-#define ADD_ROW(NAME, T)                                                                       \
-  static void NAME(int64_t n, char *const *p, const int64_t *s, const void *ctx) {             \
-    (void)ctx;                                                                                 \
-    T *o = (T *)p[0];                                                                          \
-    const T *a = (const T *)p[1];                                                              \
-    if (s[0] == 1 && s[1] == 1)                                                                \
-      for (int64_t i = 0; i < n; i++) o[i] += a[i];                                            \
-    else                                                                                       \
-      for (int64_t i = 0; i < n; i++) o[i * s[0]] += a[i * s[1]];                              \
+#define ADD_ROW(NAME, T)                                                                           \
+  static void NAME(int64_t n, char *const *p, const int64_t *s, const void *ctx) {                 \
+    (void)ctx;                                                                                     \
+    T *o = (T *)p[0];                                                                              \
+    const T *a = (const T *)p[1];                                                                  \
+    if (s[0] == 1 && s[1] == 1)                                                                    \
+      for (int64_t i = 0; i < n; i++) o[i] += a[i];                                                \
+    else                                                                                           \
+      for (int64_t i = 0; i < n; i++) o[i * s[0]] += a[i * s[1]];                                  \
   }
 ADD_ROW(add_f32, float)
 ADD_ROW(add_f64, double)
@@ -186,7 +186,7 @@ static void scatter_ranges(nn_tensor *o, const nn_tensor *idx, const nn_tensor *
   int64_t rs[2] = {it0.stride[0][0], it0.stride[1][0]}, rn = it0.shape[0];
   int64_t T = nn_get_num_threads(), R = T > 1 ? 4 * T : 1; /* 4 per thread: skewed degrees */
   if (R > N) R = N;
-  /* dynamic: the ranges' loads differ; which thread runs a range does not change its sums */
+    /* dynamic: the ranges' loads differ; which thread runs a range does not change its sums */
 #pragma omp parallel for schedule(dynamic, 1) if (R > 1)
   for (int64_t q = 0; q < R; q++) {
     int64_t k0 = N * q / R, k1 = N * (q + 1) / R;
@@ -196,8 +196,10 @@ static void scatter_ranges(nn_tensor *o, const nn_tensor *idx, const nn_tensor *
       if (k < k0 || k >= k1) continue;
       it.base[0] = it0.base[0] + k * so;
       it.base[1] = it0.base[1] + j * ss;
-      if (one_row) fn(rn, it.base, rs, NULL);
-      else cpu_iter_run(&it, fn, NULL, false);
+      if (one_row)
+        fn(rn, it.base, rs, NULL);
+      else
+        cpu_iter_run(&it, fn, NULL, false);
     }
   }
 }
@@ -220,7 +222,9 @@ static int cpu_scatter_add(nn_tensor *const *out, nn_tensor *const *in, const nn
   nn_tensor *ops[3] = {&ov, &iv, &sv};
   cpu_iter it;
   cpu_iter_init(&it, 3, ops);
-  cpu_row_fn fn = o->dtype == NN_DTYPE_F32 ? scat_f32 : o->dtype == NN_DTYPE_F64 ? scat_f64 : scat_i64;
+  cpu_row_fn fn = o->dtype == NN_DTYPE_F32   ? scat_f32
+                  : o->dtype == NN_DTYPE_F64 ? scat_f64
+                                             : scat_i64;
   /* rows (and chunks of one long row) cover disjoint other-coordinates: no two threads write
    * one output element */
   cpu_iter_run(&it, fn, &c, true);

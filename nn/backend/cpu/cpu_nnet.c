@@ -80,7 +80,6 @@ static int packed(nn_tensor **out, nn_tensor *t) {
   return rc;
 }
 
-
 /* ---------------------------------------------------------------- convolution */
 
 typedef struct conv_geom {
@@ -927,10 +926,10 @@ typedef struct fused_ctx {
   char *buf;      /* per thread (O, L) */
   const char *dy; /* backward in, strides dys */
   int64_t dys[4];
-  char *dx;          /* backward out or NULL */
-  bool want_dw;      /* dw (and, with db_part, dbias) */
-  bool dx_col;       /* the input gradient goes through col (not pointwise) */
-  bool dw_col;       /* the weight gradient goes through col */
+  char *dx;     /* backward out or NULL */
+  bool want_dw; /* dw (and, with db_part, dbias) */
+  bool dx_col;  /* the input gradient goes through col (not pointwise) */
+  bool dw_col;  /* the weight gradient goes through col */
 } fused_ctx;
 
 static void fused_init(fused_ctx *f, const int64_t *xs, const int64_t *ws, const int64_t *ys,
@@ -980,8 +979,10 @@ AVX512_FN static void pool2_mark_plane_avx512(float *y, int64_t *idx, const floa
       __mmask16 mk = (__mmask16)(k == 16 ? 0xFFFF : (1u << k) - 1);
       __mmask16 mlo = (__mmask16)(n2 >= 16 ? 0xFFFF : (1u << n2) - 1);
       __mmask16 mhi = (__mmask16)(n2 >= 32 ? 0xFFFF : n2 > 16 ? (1u << (n2 - 16)) - 1 : 0);
-      __m512 a0 = _mm512_maskz_loadu_ps(mlo, r0 + 2 * pw), a1 = _mm512_maskz_loadu_ps(mhi, r0 + 2 * pw + 16);
-      __m512 b0 = _mm512_maskz_loadu_ps(mlo, r1 + 2 * pw), b1 = _mm512_maskz_loadu_ps(mhi, r1 + 2 * pw + 16);
+      __m512 a0 = _mm512_maskz_loadu_ps(mlo, r0 + 2 * pw),
+             a1 = _mm512_maskz_loadu_ps(mhi, r0 + 2 * pw + 16);
+      __m512 b0 = _mm512_maskz_loadu_ps(mlo, r1 + 2 * pw),
+             b1 = _mm512_maskz_loadu_ps(mhi, r1 + 2 * pw + 16);
       __m512 v[3] = {_mm512_permutex2var_ps(a0, od, a1), _mm512_permutex2var_ps(b0, ev, b1),
                      _mm512_permutex2var_ps(b0, od, b1)};
       const __m512i offs[3] = {one, wv, w1};
@@ -998,7 +999,8 @@ AVX512_FN static void pool2_mark_plane_avx512(float *y, int64_t *idx, const floa
       pos = _mm512_mask_mov_epi32(neg, _mm512_cmp_ps_mask(best, zero, _CMP_GT_OQ), pos);
       _mm512_mask_storeu_ps(y + ph * PW + pw, mk, best);
       int64_t *ir = idx + ph * PW + pw;
-      _mm512_mask_storeu_epi64(ir, (__mmask8)mk, _mm512_cvtepi32_epi64(_mm512_castsi512_si256(pos)));
+      _mm512_mask_storeu_epi64(ir, (__mmask8)mk,
+                               _mm512_cvtepi32_epi64(_mm512_castsi512_si256(pos)));
       _mm512_mask_storeu_epi64(ir + 8, (__mmask8)(mk >> 8),
                                _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(pos, 1)));
     }

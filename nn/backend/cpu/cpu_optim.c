@@ -5,8 +5,8 @@
 #include <math.h>
 
 /* SGD over [i0, i1): the branches are hoisted out of the loops so that each loop vectorizes. */
-static void sgd_range(float *w, const float *g, float *buf, int64_t i0, int64_t i1, float lr, float mu,
-                      float damp, float wd, bool mom, bool nest, bool first) {
+static void sgd_range(float *w, const float *g, float *buf, int64_t i0, int64_t i1, float lr,
+                      float mu, float damp, float wd, bool mom, bool nest, bool first) {
   if (!mom) {
     if (wd == 0) {
 #pragma omp simd
@@ -57,7 +57,8 @@ static int cpu_sgd_step(nn_tensor *const *out, nn_tensor *const *in, const nn_op
   int64_t nch = (n + CH - 1) / CH;
 #pragma omp parallel for schedule(static) if (n > CPU_PAR_MIN)
   for (int64_t c = 0; c < nch; c++)
-    sgd_range(w, g, buf, c * CH, c * CH + CH < n ? c * CH + CH : n, lr, mu, damp, wd, mom, nest, first);
+    sgd_range(w, g, buf, c * CH, c * CH + CH < n ? c * CH + CH : n, lr, mu, damp, wd, mom, nest,
+              first);
   return NN_OK;
 }
 
@@ -73,8 +74,10 @@ static int cpu_adam_step(nn_tensor *const *out, nn_tensor *const *in, const nn_o
 #pragma omp parallel for schedule(static) if (n > CPU_PAR_MIN)
   for (int64_t i = 0; i < n; i++) {
     float d = g[i];
-    if (decoupled) w[i] *= 1 - lr * wd;
-    else if (wd != 0) d += wd * w[i];
+    if (decoupled)
+      w[i] *= 1 - lr * wd;
+    else if (wd != 0)
+      d += wd * w[i];
     m[i] = b1 * m[i] + (1 - b1) * d;
     v[i] = b2 * v[i] + (1 - b2) * d * d;
     w[i] -= step_size * m[i] / (sqrtf(v[i]) / bc2_sqrt + eps);

@@ -16,8 +16,8 @@
 #include <string.h>
 
 #define ROW_MAX_OPS 6
-#define LANE_BLOCK 16       /* lanes packed together: 16 floats fill a cache line */
-#define PACK_MAX 65536      /* elements of one operand packed per block (bounds scratch) */
+#define LANE_BLOCK 16  /* lanes packed together: 16 floats fill a cache line */
+#define PACK_MAX 65536 /* elements of one operand packed per block (bounds scratch) */
 
 /* ---------------------------------------------------------------- rows */
 
@@ -134,11 +134,10 @@ static void run_lanes(const rows_geo *g, int64_t r, int64_t i0, int64_t i1, char
     int64_t nb = i1 - b < g->lb ? i1 - b : g->lb;
     for (int k = g->n_out; k < g->n_ops; k++)
       if (base[k] && g->pack[k])
-        gather(scr[k], base[k] + b * s[k] * g->esize[k], nb, g->rl[k], s[k], g->rs[k],
-               g->esize[k]);
+        gather(scr[k], base[k] + b * s[k] * g->esize[k], nb, g->rl[k], s[k], g->rs[k], g->esize[k]);
     for (int64_t i = 0; i < nb; i++) {
       for (int k = 0; k < g->n_ops; k++)
-        p[k] = !base[k]    ? NULL
+        p[k] = !base[k]     ? NULL
                : g->pack[k] ? scr[k] + i * g->rl[k] * g->esize[k]
                             : base[k] + (b + i) * s[k] * g->esize[k];
       g->fn(p, g->rl, work, g->ctx);
@@ -235,8 +234,12 @@ static inline float fast_expf(float x) {
   float k = kf - 12582912.0f;
   float r = xc - k * 0.693359375f;
   r = r - k * -2.12194440e-4f;
-  float y = ((((1.9875691500e-4f * r + 1.3981999507e-3f) * r + 8.3334519073e-3f) * r +
-              4.1665795894e-2f) * r + 1.6666665459e-1f) * r + 5.0000001201e-1f;
+  float y =
+      ((((1.9875691500e-4f * r + 1.3981999507e-3f) * r + 8.3334519073e-3f) * r + 4.1665795894e-2f) *
+           r +
+       1.6666665459e-1f) *
+          r +
+      5.0000001201e-1f;
   y = y * (r * r) + r + 1.0f;
   uint32_t ku;
   memcpy(&ku, &kf, 4); /* low mantissa bits of kf hold k */
@@ -254,63 +257,63 @@ static inline float fast_expf(float x) {
 /* Row helpers per float type: max (NaN may or may not win: callers rely on NaN propagating
  * through exp), sum, dot, sum of exp(x - m) (optionally stored). Fixed lane order, so the
  * vectorized result does not depend on alignment. */
-#define ROW_HELPERS(SUF, T, EXP)                                                               \
-  static T rmax_##SUF(const T *x, int64_t L) {                                                 \
-    T acc[8];                                                                                  \
-    int64_t j = 0;                                                                             \
-    if (L < 8) {                                                                               \
-      T m = (T)-INFINITY;                                                                      \
-      for (; j < L; j++) m = x[j] > m ? x[j] : m;                                              \
-      return m;                                                                                \
-    }                                                                                          \
-    for (int l = 0; l < 8; l++) acc[l] = x[l];                                                 \
-    for (j = 8; j + 8 <= L; j += 8) {                                                          \
-      _Pragma("omp simd") for (int l = 0; l < 8; l++) acc[l] =                                 \
-          x[j + l] > acc[l] ? x[j + l] : acc[l];                                               \
-    }                                                                                          \
-    for (; j < L; j++) acc[0] = x[j] > acc[0] ? x[j] : acc[0];                                 \
-    T m = acc[0];                                                                              \
-    for (int l = 1; l < 8; l++) m = acc[l] > m ? acc[l] : m;                                   \
-    return m;                                                                                  \
-  }                                                                                            \
-  static double rsum_##SUF(const T *x, int64_t L) {                                            \
-    double acc[8] = {0};                                                                       \
-    int64_t j = 0;                                                                             \
-    for (; j + 8 <= L; j += 8) {                                                               \
-      _Pragma("omp simd") for (int l = 0; l < 8; l++) acc[l] += x[j + l];                      \
-    }                                                                                          \
-    for (; j < L; j++) acc[0] += x[j];                                                         \
-    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));  \
-  }                                                                                            \
-  static double rdot_##SUF(const T *x, const T *y, int64_t L) {                                \
-    double acc[8] = {0};                                                                       \
-    int64_t j = 0;                                                                             \
-    for (; j + 8 <= L; j += 8) {                                                               \
-      _Pragma("omp simd") for (int l = 0; l < 8; l++) acc[l] += (double)x[j + l] * y[j + l];   \
-    }                                                                                          \
-    for (; j < L; j++) acc[0] += (double)x[j] * y[j];                                          \
-    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));  \
-  }                                                                                            \
-  /* sum of exp(x - m); stores the terms in y unless y is NULL */                              \
-  static double rsumexp_##SUF(T *y, const T *x, int64_t L, T m) {                              \
-    double acc[8] = {0};                                                                       \
-    int64_t j = 0;                                                                             \
-    if (y) {                                                                                   \
-      for (; j + 8 <= L; j += 8) {                                                             \
-        _Pragma("omp simd") for (int l = 0; l < 8; l++) {                                      \
-          T e = EXP(x[j + l] - m);                                                             \
-          y[j + l] = e;                                                                        \
-          acc[l] += e;                                                                         \
-        }                                                                                      \
-      }                                                                                        \
-      for (; j < L; j++) acc[0] += (y[j] = EXP(x[j] - m));                                     \
-    } else {                                                                                   \
-      for (; j + 8 <= L; j += 8) {                                                             \
-        _Pragma("omp simd") for (int l = 0; l < 8; l++) acc[l] += EXP(x[j + l] - m);           \
-      }                                                                                        \
-      for (; j < L; j++) acc[0] += EXP(x[j] - m);                                              \
-    }                                                                                          \
-    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));  \
+#define ROW_HELPERS(SUF, T, EXP)                                                                   \
+  static T rmax_##SUF(const T *x, int64_t L) {                                                     \
+    T acc[8];                                                                                      \
+    int64_t j = 0;                                                                                 \
+    if (L < 8) {                                                                                   \
+      T m = (T)-INFINITY;                                                                          \
+      for (; j < L; j++) m = x[j] > m ? x[j] : m;                                                  \
+      return m;                                                                                    \
+    }                                                                                              \
+    for (int l = 0; l < 8; l++) acc[l] = x[l];                                                     \
+    for (j = 8; j + 8 <= L; j += 8) {                                                              \
+      _Pragma("omp simd") for (int l = 0; l < 8; l++) acc[l] =                                     \
+          x[j + l] > acc[l] ? x[j + l] : acc[l];                                                   \
+    }                                                                                              \
+    for (; j < L; j++) acc[0] = x[j] > acc[0] ? x[j] : acc[0];                                     \
+    T m = acc[0];                                                                                  \
+    for (int l = 1; l < 8; l++) m = acc[l] > m ? acc[l] : m;                                       \
+    return m;                                                                                      \
+  }                                                                                                \
+  static double rsum_##SUF(const T *x, int64_t L) {                                                \
+    double acc[8] = {0};                                                                           \
+    int64_t j = 0;                                                                                 \
+    for (; j + 8 <= L; j += 8) {                                                                   \
+      _Pragma("omp simd") for (int l = 0; l < 8; l++) acc[l] += x[j + l];                          \
+    }                                                                                              \
+    for (; j < L; j++) acc[0] += x[j];                                                             \
+    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));      \
+  }                                                                                                \
+  static double rdot_##SUF(const T *x, const T *y, int64_t L) {                                    \
+    double acc[8] = {0};                                                                           \
+    int64_t j = 0;                                                                                 \
+    for (; j + 8 <= L; j += 8) {                                                                   \
+      _Pragma("omp simd") for (int l = 0; l < 8; l++) acc[l] += (double)x[j + l] * y[j + l];       \
+    }                                                                                              \
+    for (; j < L; j++) acc[0] += (double)x[j] * y[j];                                              \
+    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));      \
+  }                                                                                                \
+  /* sum of exp(x - m); stores the terms in y unless y is NULL */                                  \
+  static double rsumexp_##SUF(T *y, const T *x, int64_t L, T m) {                                  \
+    double acc[8] = {0};                                                                           \
+    int64_t j = 0;                                                                                 \
+    if (y) {                                                                                       \
+      for (; j + 8 <= L; j += 8) {                                                                 \
+        _Pragma("omp simd") for (int l = 0; l < 8; l++) {                                          \
+          T e = EXP(x[j + l] - m);                                                                 \
+          y[j + l] = e;                                                                            \
+          acc[l] += e;                                                                             \
+        }                                                                                          \
+      }                                                                                            \
+      for (; j < L; j++) acc[0] += (y[j] = EXP(x[j] - m));                                         \
+    } else {                                                                                       \
+      for (; j + 8 <= L; j += 8) {                                                                 \
+        _Pragma("omp simd") for (int l = 0; l < 8; l++) acc[l] += EXP(x[j + l] - m);               \
+      }                                                                                            \
+      for (; j < L; j++) acc[0] += EXP(x[j] - m);                                                  \
+    }                                                                                              \
+    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));      \
   }
 ROW_HELPERS(f32, float, EXP_F32)
 ROW_HELPERS(f64, double, EXP_F64)
@@ -318,29 +321,37 @@ ROW_HELPERS(f64, double, EXP_F64)
 /* ---------------------------------------------------------------- max / min */
 
 /* ops: out0 values, out1 indices, in0 x. Ties keep the first index; the first NaN wins. */
-#define MAX_ROW(SUF, T, ISNAN)                                                                 \
-  static void max_row_##SUF(char *const *p, const int64_t *rl, void *w, const void *vctx) {    \
-    (void)w;                                                                                   \
-    const T *x = (const T *)p[2];                                                              \
-    int64_t L = rl[2], mi = 0;                                                                 \
-    T m = x[0];                                                                                \
-    if (!ISNAN(m)) {                                                                           \
-      if (!*(const int *)vctx) {                                                               \
-        for (int64_t j = 1; j < L; j++) {                                                      \
-          T v = x[j];                                                                          \
-          if (v > m) m = v, mi = j;                                                            \
-          else if (ISNAN(v)) { m = v, mi = j; break; }                                         \
-        }                                                                                      \
-      } else {                                                                                 \
-        for (int64_t j = 1; j < L; j++) {                                                      \
-          T v = x[j];                                                                          \
-          if (v < m) m = v, mi = j;                                                            \
-          else if (ISNAN(v)) { m = v, mi = j; break; }                                         \
-        }                                                                                      \
-      }                                                                                        \
-    }                                                                                          \
-    *(T *)p[0] = m;                                                                            \
-    *(int64_t *)p[1] = mi;                                                                     \
+#define MAX_ROW(SUF, T, ISNAN)                                                                     \
+  static void max_row_##SUF(char *const *p, const int64_t *rl, void *w, const void *vctx) {        \
+    (void)w;                                                                                       \
+    const T *x = (const T *)p[2];                                                                  \
+    int64_t L = rl[2], mi = 0;                                                                     \
+    T m = x[0];                                                                                    \
+    if (!ISNAN(m)) {                                                                               \
+      if (!*(const int *)vctx) {                                                                   \
+        for (int64_t j = 1; j < L; j++) {                                                          \
+          T v = x[j];                                                                              \
+          if (v > m)                                                                               \
+            m = v, mi = j;                                                                         \
+          else if (ISNAN(v)) {                                                                     \
+            m = v, mi = j;                                                                         \
+            break;                                                                                 \
+          }                                                                                        \
+        }                                                                                          \
+      } else {                                                                                     \
+        for (int64_t j = 1; j < L; j++) {                                                          \
+          T v = x[j];                                                                              \
+          if (v < m)                                                                               \
+            m = v, mi = j;                                                                         \
+          else if (ISNAN(v)) {                                                                     \
+            m = v, mi = j;                                                                         \
+            break;                                                                                 \
+          }                                                                                        \
+        }                                                                                          \
+      }                                                                                            \
+    }                                                                                              \
+    *(T *)p[0] = m;                                                                                \
+    *(int64_t *)p[1] = mi;                                                                         \
   }
 MAX_ROW(f32, float, ISNAN_FLT)
 MAX_ROW(f64, double, ISNAN_FLT)
@@ -357,20 +368,19 @@ static int cpu_max(nn_tensor *const *out, nn_tensor *const *in, const nn_op_para
 /* ---------------------------------------------------------------- select_backward */
 
 /* ops: out0 dx (L), in0 indices (K), in1 dout (K): dx = 0, dx[idx[j]] += dout[j]. */
-#define SELECT_BW_ROW(SUF, T)                                                                  \
-  static void selbw_row_##SUF(char *const *p, const int64_t *rl, void *w, const void *c) {     \
-    (void)w, (void)c;                                                                          \
-    T *dx = (T *)p[0];                                                                         \
-    const int64_t *idx = (const int64_t *)p[1];                                                \
-    const T *g = (const T *)p[2];                                                              \
-    memset(dx, 0, (size_t)rl[0] * sizeof(T));                                                  \
-    for (int64_t j = 0; j < rl[1]; j++) dx[idx[j]] += g[j];                                    \
+#define SELECT_BW_ROW(SUF, T)                                                                      \
+  static void selbw_row_##SUF(char *const *p, const int64_t *rl, void *w, const void *c) {         \
+    (void)w, (void)c;                                                                              \
+    T *dx = (T *)p[0];                                                                             \
+    const int64_t *idx = (const int64_t *)p[1];                                                    \
+    const T *g = (const T *)p[2];                                                                  \
+    memset(dx, 0, (size_t)rl[0] * sizeof(T));                                                      \
+    for (int64_t j = 0; j < rl[1]; j++) dx[idx[j]] += g[j];                                        \
   }
 SELECT_BW_ROW(f32, float)
 SELECT_BW_ROW(f64, double)
 
-static int cpu_select_backward(nn_tensor *const *out, nn_tensor *const *in,
-                               const nn_op_params *p) {
+static int cpu_select_backward(nn_tensor *const *out, nn_tensor *const *in, const nn_op_params *p) {
   nn_tensor *ops[3] = {out[0], in[0], in[1]};
   return rows_run("select_backward", 1, 3, ops, (int)p->i[0],
                   out[0]->dtype == NN_DTYPE_F32 ? selbw_row_f32 : selbw_row_f64, NULL, 0);
@@ -379,23 +389,23 @@ static int cpu_select_backward(nn_tensor *const *out, nn_tensor *const *in,
 /* ---------------------------------------------------------------- var */
 
 /* ops: out0 var, out1 mean, in0 x; two passes in double (mean, then squared deviations). */
-#define VAR_ROW(SUF, T)                                                                        \
-  static void var_row_##SUF(char *const *p, const int64_t *rl, void *w, const void *vctx) {    \
-    (void)w;                                                                                   \
-    const T *x = (const T *)p[2];                                                              \
-    int64_t L = rl[2];                                                                         \
-    double mean = rsum_##SUF(x, L) / (double)L, acc[4] = {0};                                  \
-    int64_t j = 0;                                                                             \
-    for (; j + 4 <= L; j += 4) {                                                               \
-      _Pragma("omp simd") for (int l = 0; l < 4; l++) {                                        \
-        double d = x[j + l] - mean;                                                            \
-        acc[l] += d * d;                                                                       \
-      }                                                                                        \
-    }                                                                                          \
-    for (; j < L; j++) acc[0] += (x[j] - mean) * (x[j] - mean);                                \
-    double div = (double)L - (double)*(const int64_t *)vctx;                                   \
-    *(T *)p[0] = (T)(((acc[0] + acc[1]) + (acc[2] + acc[3])) / (div > 0 ? div : 0));           \
-    *(T *)p[1] = (T)mean;                                                                      \
+#define VAR_ROW(SUF, T)                                                                            \
+  static void var_row_##SUF(char *const *p, const int64_t *rl, void *w, const void *vctx) {        \
+    (void)w;                                                                                       \
+    const T *x = (const T *)p[2];                                                                  \
+    int64_t L = rl[2];                                                                             \
+    double mean = rsum_##SUF(x, L) / (double)L, acc[4] = {0};                                      \
+    int64_t j = 0;                                                                                 \
+    for (; j + 4 <= L; j += 4) {                                                                   \
+      _Pragma("omp simd") for (int l = 0; l < 4; l++) {                                            \
+        double d = x[j + l] - mean;                                                                \
+        acc[l] += d * d;                                                                           \
+      }                                                                                            \
+    }                                                                                              \
+    for (; j < L; j++) acc[0] += (x[j] - mean) * (x[j] - mean);                                    \
+    double div = (double)L - (double)*(const int64_t *)vctx;                                       \
+    *(T *)p[0] = (T)(((acc[0] + acc[1]) + (acc[2] + acc[3])) / (div > 0 ? div : 0));               \
+    *(T *)p[1] = (T)mean;                                                                          \
   }
 VAR_ROW(f32, float)
 VAR_ROW(f64, double)
@@ -407,13 +417,13 @@ static int cpu_var(nn_tensor *const *out, nn_tensor *const *in, const nn_op_para
 }
 
 /* ops: out0 dx, in0 x, in1 mean, in2 dout: dx = (x - mean) * dout * f. */
-#define VAR_BW_ROW(SUF, T)                                                                     \
-  static void varbw_row_##SUF(char *const *p, const int64_t *rl, void *w, const void *vctx) {  \
-    (void)w;                                                                                   \
-    T *dx = (T *)p[0];                                                                         \
-    const T *x = (const T *)p[1], mean = *(const T *)p[2];                                     \
-    T gs = (T)(*(const T *)p[3] * *(const double *)vctx);                                      \
-    _Pragma("omp simd") for (int64_t j = 0; j < rl[0]; j++) dx[j] = (x[j] - mean) * gs;       \
+#define VAR_BW_ROW(SUF, T)                                                                         \
+  static void varbw_row_##SUF(char *const *p, const int64_t *rl, void *w, const void *vctx) {      \
+    (void)w;                                                                                       \
+    T *dx = (T *)p[0];                                                                             \
+    const T *x = (const T *)p[1], mean = *(const T *)p[2];                                         \
+    T gs = (T)(*(const T *)p[3] * *(const double *)vctx);                                          \
+    _Pragma("omp simd") for (int64_t j = 0; j < rl[0]; j++) dx[j] = (x[j] - mean) * gs;            \
   }
 VAR_BW_ROW(f32, float)
 VAR_BW_ROW(f64, double)
@@ -427,20 +437,20 @@ static int cpu_var_backward(nn_tensor *const *out, nn_tensor *const *in, const n
 /* ---------------------------------------------------------------- softmax */
 
 /* ops: out0 y, in0 x. softmax: y = exp(x - m) / s; log_softmax: y = (x - m) - log s. */
-#define SOFTMAX_ROW(SUF, T)                                                                    \
-  static void softmax_row_##SUF(char *const *p, const int64_t *rl, void *w, const void *vc) {  \
-    (void)w;                                                                                   \
-    T *y = (T *)p[0];                                                                          \
-    const T *x = (const T *)p[1];                                                              \
-    int64_t L = rl[1];                                                                         \
-    T m = rmax_##SUF(x, L);                                                                    \
-    if (!*(const int64_t *)vc) {                                                               \
-      T inv = (T)(1.0 / rsumexp_##SUF(y, x, L, m));                                            \
-      _Pragma("omp simd") for (int64_t j = 0; j < L; j++) y[j] *= inv;                        \
-    } else {                                                                                   \
-      T ls = (T)log(rsumexp_##SUF(NULL, x, L, m));                                             \
-      _Pragma("omp simd") for (int64_t j = 0; j < L; j++) y[j] = (x[j] - m) - ls;             \
-    }                                                                                          \
+#define SOFTMAX_ROW(SUF, T)                                                                        \
+  static void softmax_row_##SUF(char *const *p, const int64_t *rl, void *w, const void *vc) {      \
+    (void)w;                                                                                       \
+    T *y = (T *)p[0];                                                                              \
+    const T *x = (const T *)p[1];                                                                  \
+    int64_t L = rl[1];                                                                             \
+    T m = rmax_##SUF(x, L);                                                                        \
+    if (!*(const int64_t *)vc) {                                                                   \
+      T inv = (T)(1.0 / rsumexp_##SUF(y, x, L, m));                                                \
+      _Pragma("omp simd") for (int64_t j = 0; j < L; j++) y[j] *= inv;                             \
+    } else {                                                                                       \
+      T ls = (T)log(rsumexp_##SUF(NULL, x, L, m));                                                 \
+      _Pragma("omp simd") for (int64_t j = 0; j < L; j++) y[j] = (x[j] - m) - ls;                  \
+    }                                                                                              \
   }
 SOFTMAX_ROW(f32, float)
 SOFTMAX_ROW(f64, double)
@@ -452,19 +462,19 @@ static int cpu_softmax(nn_tensor *const *out, nn_tensor *const *in, const nn_op_
 }
 
 /* ops: out0 dx, in0 y, in1 dy. softmax: dx = y (dy - <dy, y>); log: dx = dy - exp(y) sum(dy). */
-#define SOFTMAX_BW_ROW(SUF, T, EXP)                                                            \
-  static void smbw_row_##SUF(char *const *p, const int64_t *rl, void *w, const void *vc) {     \
-    (void)w;                                                                                   \
-    T *dx = (T *)p[0];                                                                         \
-    const T *y = (const T *)p[1], *dy = (const T *)p[2];                                       \
-    int64_t L = rl[0];                                                                         \
-    if (!*(const int64_t *)vc) {                                                               \
-      T d = (T)rdot_##SUF(dy, y, L);                                                           \
-      _Pragma("omp simd") for (int64_t j = 0; j < L; j++) dx[j] = y[j] * (dy[j] - d);          \
-    } else {                                                                                   \
-      T d = (T)rsum_##SUF(dy, L);                                                              \
-      _Pragma("omp simd") for (int64_t j = 0; j < L; j++) dx[j] = dy[j] - EXP(y[j]) * d;       \
-    }                                                                                          \
+#define SOFTMAX_BW_ROW(SUF, T, EXP)                                                                \
+  static void smbw_row_##SUF(char *const *p, const int64_t *rl, void *w, const void *vc) {         \
+    (void)w;                                                                                       \
+    T *dx = (T *)p[0];                                                                             \
+    const T *y = (const T *)p[1], *dy = (const T *)p[2];                                           \
+    int64_t L = rl[0];                                                                             \
+    if (!*(const int64_t *)vc) {                                                                   \
+      T d = (T)rdot_##SUF(dy, y, L);                                                               \
+      _Pragma("omp simd") for (int64_t j = 0; j < L; j++) dx[j] = y[j] * (dy[j] - d);              \
+    } else {                                                                                       \
+      T d = (T)rsum_##SUF(dy, L);                                                                  \
+      _Pragma("omp simd") for (int64_t j = 0; j < L; j++) dx[j] = dy[j] - EXP(y[j]) * d;           \
+    }                                                                                              \
   }
 SOFTMAX_BW_ROW(f32, float, EXP_F32)
 SOFTMAX_BW_ROW(f64, double, EXP_F64)
@@ -484,8 +494,8 @@ static int check_labels(const char *name, const nn_tensor *labels, int64_t C) {
   int64_t N = labels->shape[0], s = labels->stride[0];
   for (int64_t n = 0; n < N; n++)
     if (l[n * s] < 0 || l[n * s] >= C)
-      return nn_seterr(NN_ERR_INDEX, "%s: label %lld at row %lld is out of range [0, %lld)",
-                       name, (long long)l[n * s], (long long)n, (long long)C);
+      return nn_seterr(NN_ERR_INDEX, "%s: label %lld at row %lld is out of range [0, %lld)", name,
+                       (long long)l[n * s], (long long)n, (long long)C);
   return NN_OK;
 }
 
@@ -498,20 +508,22 @@ static void reduce_rows(nn_tensor *r, const nn_tensor *rows, int red) {
   else
     for (int64_t n = 0; n < N; n++) s += F64(rows)[n];
   if (red == 0) s /= (double)N; /* NN_REDUCTION_MEAN; 0/0 = NaN for an empty batch */
-  if (r->dtype == NN_DTYPE_F32) *F32(r) = (float)s;
-  else *F64(r) = s;
+  if (r->dtype == NN_DTYPE_F32)
+    *F32(r) = (float)s;
+  else
+    *F64(r) = s;
 }
 
 /* ops: out0 loss, out1 lse (double), in0 x (C), in1 label. loss = lse - x[label]. */
-#define CE_ROW(SUF, T)                                                                         \
-  static void ce_row_##SUF(char *const *p, const int64_t *rl, void *w, const void *c) {        \
-    (void)w, (void)c;                                                                          \
-    const T *x = (const T *)p[2];                                                              \
-    int64_t C = rl[2];                                                                         \
-    T m = rmax_##SUF(x, C);                                                                    \
-    double lse = (double)m + log(rsumexp_##SUF(NULL, x, C, m));                                \
-    *(double *)p[1] = lse;                                                                     \
-    *(T *)p[0] = (T)(lse - (double)x[*(const int64_t *)p[3]]);                                 \
+#define CE_ROW(SUF, T)                                                                             \
+  static void ce_row_##SUF(char *const *p, const int64_t *rl, void *w, const void *c) {            \
+    (void)w, (void)c;                                                                              \
+    const T *x = (const T *)p[2];                                                                  \
+    int64_t C = rl[2];                                                                             \
+    T m = rmax_##SUF(x, C);                                                                        \
+    double lse = (double)m + log(rsumexp_##SUF(NULL, x, C, m));                                    \
+    *(double *)p[1] = lse;                                                                         \
+    *(T *)p[0] = (T)(lse - (double)x[*(const int64_t *)p[3]]);                                     \
   }
 CE_ROW(f32, float)
 CE_ROW(f64, double)
@@ -522,9 +534,11 @@ static int cpu_cross_entropy(nn_tensor *const *out, nn_tensor *const *in, const 
   bool oom = false;
   nn_tensor *ops[4] = {with_dim(out[0], 1, &oom), with_dim(out[1], 1, &oom), in[0],
                        with_dim(in[1], 1, &oom)};
-  if (oom) rc = nn_seterr(NN_ERR_NOMEM, "cross_entropy: out of memory");
-  else rc = rows_run("cross_entropy", 2, 4, ops, 1,
-                     in[0]->dtype == NN_DTYPE_F32 ? ce_row_f32 : ce_row_f64, NULL, 0);
+  if (oom)
+    rc = nn_seterr(NN_ERR_NOMEM, "cross_entropy: out of memory");
+  else
+    rc = rows_run("cross_entropy", 2, 4, ops, 1,
+                  in[0]->dtype == NN_DTYPE_F32 ? ce_row_f32 : ce_row_f64, NULL, 0);
   nn_tensor_free(ops[0]);
   nn_tensor_free(ops[1]);
   nn_tensor_free(ops[3]);
@@ -535,17 +549,17 @@ static int cpu_cross_entropy(nn_tensor *const *out, nn_tensor *const *in, const 
 /* ops: out0 dx (C), in0 x (C), in1 label, in2 lse (double), in3 dout:
  * dx = (exp(x - lse) - onehot(label)) * dout * f. lse (double) is split into hi + lo in T, so
  * x - hi - lo keeps the loop in T with the accuracy of forming x - lse in double. */
-#define CE_BW_ROW(SUF, T, EXP)                                                                 \
-  static void cebw_row_##SUF(char *const *p, const int64_t *rl, void *w, const void *vc) {     \
-    (void)w;                                                                                   \
-    T *dx = (T *)p[0];                                                                         \
-    const T *x = (const T *)p[1];                                                              \
-    int64_t C = rl[0];                                                                         \
-    double lse = *(const double *)p[3];                                                        \
-    T hi = (T)lse, lo = (T)(lse - hi);                                                         \
-    T gs = (T)(*(const T *)p[4] * *(const double *)vc);                                        \
-    _Pragma("omp simd") for (int64_t j = 0; j < C; j++) dx[j] = EXP((x[j] - hi) - lo) * gs;    \
-    dx[*(const int64_t *)p[2]] -= gs;                                                          \
+#define CE_BW_ROW(SUF, T, EXP)                                                                     \
+  static void cebw_row_##SUF(char *const *p, const int64_t *rl, void *w, const void *vc) {         \
+    (void)w;                                                                                       \
+    T *dx = (T *)p[0];                                                                             \
+    const T *x = (const T *)p[1];                                                                  \
+    int64_t C = rl[0];                                                                             \
+    double lse = *(const double *)p[3];                                                            \
+    T hi = (T)lse, lo = (T)(lse - hi);                                                             \
+    T gs = (T)(*(const T *)p[4] * *(const double *)vc);                                            \
+    _Pragma("omp simd") for (int64_t j = 0; j < C; j++) dx[j] = EXP((x[j] - hi) - lo) * gs;        \
+    dx[*(const int64_t *)p[2]] -= gs;                                                              \
   }
 CE_BW_ROW(f32, float, EXP_F32)
 CE_BW_ROW(f64, double, EXP_F64)
@@ -563,20 +577,20 @@ static int cpu_cross_entropy_backward(nn_tensor *const *out, nn_tensor *const *i
 }
 
 /* ops: out0 loss, out1 lse, in0 x (C), in1 t (C): loss = sum_j t_j (lse - x_j). */
-#define CES_ROW(SUF, T)                                                                        \
-  static void ces_row_##SUF(char *const *p, const int64_t *rl, void *w, const void *c) {       \
-    (void)w, (void)c;                                                                          \
-    const T *x = (const T *)p[2], *t = (const T *)p[3];                                        \
-    int64_t C = rl[2];                                                                         \
-    T m = rmax_##SUF(x, C);                                                                    \
-    double lse = (double)m + log(rsumexp_##SUF(NULL, x, C, m)), acc[4] = {0};                  \
-    int64_t j = 0;                                                                             \
-    for (; j + 4 <= C; j += 4) {                                                               \
-      _Pragma("omp simd") for (int l = 0; l < 4; l++) acc[l] += t[j + l] * (lse - x[j + l]);   \
-    }                                                                                          \
-    for (; j < C; j++) acc[0] += t[j] * (lse - x[j]);                                          \
-    *(double *)p[1] = lse;                                                                     \
-    *(T *)p[0] = (T)((acc[0] + acc[1]) + (acc[2] + acc[3]));                                   \
+#define CES_ROW(SUF, T)                                                                            \
+  static void ces_row_##SUF(char *const *p, const int64_t *rl, void *w, const void *c) {           \
+    (void)w, (void)c;                                                                              \
+    const T *x = (const T *)p[2], *t = (const T *)p[3];                                            \
+    int64_t C = rl[2];                                                                             \
+    T m = rmax_##SUF(x, C);                                                                        \
+    double lse = (double)m + log(rsumexp_##SUF(NULL, x, C, m)), acc[4] = {0};                      \
+    int64_t j = 0;                                                                                 \
+    for (; j + 4 <= C; j += 4) {                                                                   \
+      _Pragma("omp simd") for (int l = 0; l < 4; l++) acc[l] += t[j + l] * (lse - x[j + l]);       \
+    }                                                                                              \
+    for (; j < C; j++) acc[0] += t[j] * (lse - x[j]);                                              \
+    *(double *)p[1] = lse;                                                                         \
+    *(T *)p[0] = (T)((acc[0] + acc[1]) + (acc[2] + acc[3]));                                       \
   }
 CES_ROW(f32, float)
 CES_ROW(f64, double)
@@ -596,22 +610,21 @@ static int cpu_cross_entropy_soft(nn_tensor *const *out, nn_tensor *const *in,
 
 /* ops: out0 dx or NULL, out1 dt or NULL, in0 x, in1 t, in2 lse, in3 dout:
  * dx = (softmax(x) sum(t) - t) * dout * f;  dt = (lse - x) * dout * f. */
-#define CES_BW_ROW(SUF, T, EXP)                                                                \
-  static void cesbw_row_##SUF(char *const *p, const int64_t *rl, void *w, const void *vc) {    \
-    (void)w;                                                                                   \
-    T *dx = (T *)p[0], *dt = (T *)p[1];                                                        \
-    const T *x = (const T *)p[2], *t = (const T *)p[3];                                        \
-    int64_t C = rl[2];                                                                         \
-    double lse = *(const double *)p[4];                                                        \
-    T gs = (T)(*(const T *)p[5] * *(const double *)vc);                                        \
-    if (dx) {                                                                                  \
-      T ts = (T)rsum_##SUF(t, C) * gs;                                                         \
-      T hi = (T)lse, lo = (T)(lse - hi);                                                       \
-      _Pragma("omp simd") for (int64_t j = 0; j < C; j++) dx[j] =                              \
-          EXP((x[j] - hi) - lo) * ts - t[j] * gs;                                              \
-    }                                                                                          \
-    if (dt)                                                                                    \
-      _Pragma("omp simd") for (int64_t j = 0; j < C; j++) dt[j] = (T)(lse - x[j]) * gs;       \
+#define CES_BW_ROW(SUF, T, EXP)                                                                    \
+  static void cesbw_row_##SUF(char *const *p, const int64_t *rl, void *w, const void *vc) {        \
+    (void)w;                                                                                       \
+    T *dx = (T *)p[0], *dt = (T *)p[1];                                                            \
+    const T *x = (const T *)p[2], *t = (const T *)p[3];                                            \
+    int64_t C = rl[2];                                                                             \
+    double lse = *(const double *)p[4];                                                            \
+    T gs = (T)(*(const T *)p[5] * *(const double *)vc);                                            \
+    if (dx) {                                                                                      \
+      T ts = (T)rsum_##SUF(t, C) * gs;                                                             \
+      T hi = (T)lse, lo = (T)(lse - hi);                                                           \
+      _Pragma("omp simd") for (int64_t j = 0; j < C; j++) dx[j] =                                  \
+          EXP((x[j] - hi) - lo) * ts - t[j] * gs;                                                  \
+    }                                                                                              \
+    if (dt) _Pragma("omp simd") for (int64_t j = 0; j < C; j++) dt[j] = (T)(lse - x[j]) * gs;      \
   }
 CES_BW_ROW(f32, float, EXP_F32)
 CES_BW_ROW(f64, double, EXP_F64)
@@ -622,10 +635,10 @@ static int cpu_cross_entropy_soft_backward(nn_tensor *const *out, nn_tensor *con
   nn_tensor *dx = mask & 1 ? out[0] : NULL, *dt = mask & 2 ? out[mask & 1] : NULL;
   bool oom = false;
   nn_tensor *ops[6] = {dx, dt, in[0], in[1], with_dim(in[2], 1, &oom), with_dim(in[3], 1, &oom)};
-  int rc = oom ? nn_seterr(NN_ERR_NOMEM, "cross_entropy_soft_backward: out of memory")
-               : rows_run("cross_entropy_soft_backward", 2, 6, ops, 1,
-                          in[0]->dtype == NN_DTYPE_F32 ? cesbw_row_f32 : cesbw_row_f64,
-                          &p->f[0], 0);
+  int rc =
+      oom ? nn_seterr(NN_ERR_NOMEM, "cross_entropy_soft_backward: out of memory")
+          : rows_run("cross_entropy_soft_backward", 2, 6, ops, 1,
+                     in[0]->dtype == NN_DTYPE_F32 ? cesbw_row_f32 : cesbw_row_f64, &p->f[0], 0);
   nn_tensor_free(ops[4]);
   nn_tensor_free(ops[5]);
   return rc;
@@ -668,40 +681,40 @@ typedef struct {
   double *acc; /* serial accumulation (strided inputs) */
 } mse_ctx;
 
-#define MSE_ROWS(SUF, T)                                                                       \
-  static void mse_sq_##SUF(int64_t n, char *const *p, const int64_t *s, const void *vc) {      \
-    (void)vc;                                                                                  \
-    T *o = (T *)p[0];                                                                          \
-    const T *a = (const T *)p[1], *b = (const T *)p[2];                                        \
-    for (int64_t i = 0; i < n; i++) {                                                          \
-      T d = a[i * s[1]] - b[i * s[2]];                                                         \
-      o[i * s[0]] = d * d;                                                                     \
-    }                                                                                          \
-  }                                                                                            \
-  static double mse_sum_##SUF(const T *a, const T *b, int64_t sa, int64_t sb, int64_t n) {     \
-    double acc[4] = {0};                                                                       \
-    int64_t i = 0;                                                                             \
-    if (sa == 1 && sb == 1)                                                                    \
-      for (; i + 4 <= n; i += 4) {                                                             \
-        _Pragma("omp simd") for (int l = 0; l < 4; l++) {                                      \
-          double d = (double)a[i + l] - b[i + l];                                              \
-          acc[l] += d * d;                                                                     \
-        }                                                                                      \
-      }                                                                                        \
-    for (; i < n; i++) {                                                                       \
-      double d = (double)a[i * sa] - b[i * sb];                                                \
-      acc[0] += d * d;                                                                         \
-    }                                                                                          \
-    return (acc[0] + acc[1]) + (acc[2] + acc[3]);                                              \
-  }                                                                                            \
-  static void mse_acc_##SUF(int64_t n, char *const *p, const int64_t *s, const void *vc) {     \
+#define MSE_ROWS(SUF, T)                                                                           \
+  static void mse_sq_##SUF(int64_t n, char *const *p, const int64_t *s, const void *vc) {          \
+    (void)vc;                                                                                      \
+    T *o = (T *)p[0];                                                                              \
+    const T *a = (const T *)p[1], *b = (const T *)p[2];                                            \
+    for (int64_t i = 0; i < n; i++) {                                                              \
+      T d = a[i * s[1]] - b[i * s[2]];                                                             \
+      o[i * s[0]] = d * d;                                                                         \
+    }                                                                                              \
+  }                                                                                                \
+  static double mse_sum_##SUF(const T *a, const T *b, int64_t sa, int64_t sb, int64_t n) {         \
+    double acc[4] = {0};                                                                           \
+    int64_t i = 0;                                                                                 \
+    if (sa == 1 && sb == 1)                                                                        \
+      for (; i + 4 <= n; i += 4) {                                                                 \
+        _Pragma("omp simd") for (int l = 0; l < 4; l++) {                                          \
+          double d = (double)a[i + l] - b[i + l];                                                  \
+          acc[l] += d * d;                                                                         \
+        }                                                                                          \
+      }                                                                                            \
+    for (; i < n; i++) {                                                                           \
+      double d = (double)a[i * sa] - b[i * sb];                                                    \
+      acc[0] += d * d;                                                                             \
+    }                                                                                              \
+    return (acc[0] + acc[1]) + (acc[2] + acc[3]);                                                  \
+  }                                                                                                \
+  static void mse_acc_##SUF(int64_t n, char *const *p, const int64_t *s, const void *vc) {         \
     *((const mse_ctx *)vc)->acc += mse_sum_##SUF((const T *)p[0], (const T *)p[1], s[0], s[1], n); \
-  }                                                                                            \
-  static void mse_bw_##SUF(int64_t n, char *const *p, const int64_t *s, const void *vc) {      \
-    T f = (T)((const mse_ctx *)vc)->f;                                                         \
-    T *o = (T *)p[0];                                                                          \
-    const T *a = (const T *)p[1], *b = (const T *)p[2], *g = (const T *)p[3];                  \
-    for (int64_t i = 0; i < n; i++) o[i * s[0]] = (a[i * s[1]] - b[i * s[2]]) * g[i * s[3]] * f; \
+  }                                                                                                \
+  static void mse_bw_##SUF(int64_t n, char *const *p, const int64_t *s, const void *vc) {          \
+    T f = (T)((const mse_ctx *)vc)->f;                                                             \
+    T *o = (T *)p[0];                                                                              \
+    const T *a = (const T *)p[1], *b = (const T *)p[2], *g = (const T *)p[3];                      \
+    for (int64_t i = 0; i < n; i++) o[i * s[0]] = (a[i * s[1]] - b[i * s[2]]) * g[i * s[3]] * f;   \
   }
 MSE_ROWS(f32, float)
 MSE_ROWS(f64, double)
@@ -740,8 +753,10 @@ static int cpu_mse_loss(nn_tensor *const *out, nn_tensor *const *in, const nn_op
     cpu_iter_run(&it, f32 ? mse_acc_f32 : mse_acc_f64, &c, false);
   }
   if (p->i[0] == 0) s /= (double)n;
-  if (f32) *F32(out[0]) = (float)s;
-  else *F64(out[0]) = s;
+  if (f32)
+    *F32(out[0]) = (float)s;
+  else
+    *F64(out[0]) = s;
   return NN_OK;
 }
 
@@ -769,83 +784,83 @@ typedef struct {
 /* Strict total order on (value, index): by value (NaN largest), then by index, which makes any
  * sort stable. Topk with k small against L keeps a heap of the k best (O(L log k)); otherwise a
  * bottom-up merge sort (insertion-sorted runs of 16). */
-#define SORT_ROW(SUF, T, ISNAN)                                                                \
-  typedef struct {                                                                             \
-    T v;                                                                                       \
-    int64_t i;                                                                                 \
-  } pair_##SUF;                                                                                \
-  static inline bool before_##SUF(pair_##SUF a, pair_##SUF b, int desc) {                     \
-    bool an = ISNAN(a.v), bn = ISNAN(b.v);                                                     \
-    if (an != bn) return desc ? an : bn;                                                       \
-    if (!an) {                                                                                 \
-      if (a.v < b.v) return !desc;                                                             \
-      if (b.v < a.v) return desc;                                                              \
-    }                                                                                          \
-    return a.i < b.i;                                                                          \
-  }                                                                                            \
-  static pair_##SUF *msort_##SUF(pair_##SUF *a, pair_##SUF *tmp, int64_t n, int desc) {        \
-    for (int64_t r = 0; r < n; r += 16) {                                                      \
-      int64_t e = r + 16 < n ? r + 16 : n;                                                     \
-      for (int64_t i = r + 1; i < e; i++) {                                                    \
-        pair_##SUF x = a[i];                                                                   \
-        int64_t j = i;                                                                         \
-        for (; j > r && before_##SUF(x, a[j - 1], desc); j--) a[j] = a[j - 1];                 \
-        a[j] = x;                                                                              \
-      }                                                                                        \
-    }                                                                                          \
-    for (int64_t w = 16; w < n; w *= 2) {                                                      \
-      for (int64_t lo = 0; lo < n; lo += 2 * w) {                                              \
-        int64_t mid = lo + w < n ? lo + w : n, hi = lo + 2 * w < n ? lo + 2 * w : n;           \
-        int64_t i = lo, j = mid, o = lo;                                                       \
-        while (i < mid && j < hi) tmp[o++] = before_##SUF(a[j], a[i], desc) ? a[j++] : a[i++]; \
-        while (i < mid) tmp[o++] = a[i++];                                                     \
-        while (j < hi) tmp[o++] = a[j++];                                                      \
-      }                                                                                        \
-      pair_##SUF *t = a;                                                                       \
-      a = tmp;                                                                                 \
-      tmp = t;                                                                                 \
-    }                                                                                          \
-    return a;                                                                                  \
-  }                                                                                            \
-  /* heap of the k best with the worst at the root */                                          \
-  static void sift_##SUF(pair_##SUF *h, int64_t k, int64_t i, int desc) {                      \
-    for (;;) {                                                                                 \
-      int64_t c = 2 * i + 1;                                                                   \
-      if (c >= k) return;                                                                      \
-      if (c + 1 < k && before_##SUF(h[c], h[c + 1], desc)) c++;                                \
-      if (!before_##SUF(h[i], h[c], desc)) return;                                             \
-      pair_##SUF t = h[i];                                                                     \
-      h[i] = h[c];                                                                             \
-      h[c] = t;                                                                                \
-      i = c;                                                                                   \
-    }                                                                                          \
-  }                                                                                            \
-  static void sort_row_##SUF(char *const *p, const int64_t *rl, void *w, const void *vc) {     \
-    const sort_ctx *c = vc;                                                                    \
-    const T *x = (const T *)p[2];                                                              \
-    int64_t L = rl[2], K = c->k;                                                               \
-    pair_##SUF *a = w, *tmp = a + L, *r;                                                       \
-    if (K * 4 < L) {                                                                           \
-      for (int64_t j = 0; j < K; j++) a[j] = (pair_##SUF){x[j], j};                            \
-      for (int64_t i = K / 2 - 1; i >= 0; i--) sift_##SUF(a, K, i, c->desc);                   \
-      for (int64_t j = K; j < L; j++) {                                                        \
-        pair_##SUF e = {x[j], j};                                                              \
-        if (K && before_##SUF(e, a[0], c->desc)) {                                             \
-          a[0] = e;                                                                            \
-          sift_##SUF(a, K, 0, c->desc);                                                        \
-        }                                                                                      \
-      }                                                                                        \
-      r = msort_##SUF(a, tmp, K, c->desc);                                                     \
-    } else {                                                                                   \
-      for (int64_t j = 0; j < L; j++) a[j] = (pair_##SUF){x[j], j};                            \
-      r = msort_##SUF(a, tmp, L, c->desc);                                                     \
-    }                                                                                          \
-    T *v = (T *)p[0];                                                                          \
-    int64_t *ix = (int64_t *)p[1];                                                             \
-    for (int64_t j = 0; j < K; j++) {                                                          \
-      v[j] = r[j].v;                                                                           \
-      ix[j] = r[j].i;                                                                          \
-    }                                                                                          \
+#define SORT_ROW(SUF, T, ISNAN)                                                                    \
+  typedef struct {                                                                                 \
+    T v;                                                                                           \
+    int64_t i;                                                                                     \
+  } pair_##SUF;                                                                                    \
+  static inline bool before_##SUF(pair_##SUF a, pair_##SUF b, int desc) {                          \
+    bool an = ISNAN(a.v), bn = ISNAN(b.v);                                                         \
+    if (an != bn) return desc ? an : bn;                                                           \
+    if (!an) {                                                                                     \
+      if (a.v < b.v) return !desc;                                                                 \
+      if (b.v < a.v) return desc;                                                                  \
+    }                                                                                              \
+    return a.i < b.i;                                                                              \
+  }                                                                                                \
+  static pair_##SUF *msort_##SUF(pair_##SUF *a, pair_##SUF *tmp, int64_t n, int desc) {            \
+    for (int64_t r = 0; r < n; r += 16) {                                                          \
+      int64_t e = r + 16 < n ? r + 16 : n;                                                         \
+      for (int64_t i = r + 1; i < e; i++) {                                                        \
+        pair_##SUF x = a[i];                                                                       \
+        int64_t j = i;                                                                             \
+        for (; j > r && before_##SUF(x, a[j - 1], desc); j--) a[j] = a[j - 1];                     \
+        a[j] = x;                                                                                  \
+      }                                                                                            \
+    }                                                                                              \
+    for (int64_t w = 16; w < n; w *= 2) {                                                          \
+      for (int64_t lo = 0; lo < n; lo += 2 * w) {                                                  \
+        int64_t mid = lo + w < n ? lo + w : n, hi = lo + 2 * w < n ? lo + 2 * w : n;               \
+        int64_t i = lo, j = mid, o = lo;                                                           \
+        while (i < mid && j < hi) tmp[o++] = before_##SUF(a[j], a[i], desc) ? a[j++] : a[i++];     \
+        while (i < mid) tmp[o++] = a[i++];                                                         \
+        while (j < hi) tmp[o++] = a[j++];                                                          \
+      }                                                                                            \
+      pair_##SUF *t = a;                                                                           \
+      a = tmp;                                                                                     \
+      tmp = t;                                                                                     \
+    }                                                                                              \
+    return a;                                                                                      \
+  }                                                                                                \
+  /* heap of the k best with the worst at the root */                                              \
+  static void sift_##SUF(pair_##SUF *h, int64_t k, int64_t i, int desc) {                          \
+    for (;;) {                                                                                     \
+      int64_t c = 2 * i + 1;                                                                       \
+      if (c >= k) return;                                                                          \
+      if (c + 1 < k && before_##SUF(h[c], h[c + 1], desc)) c++;                                    \
+      if (!before_##SUF(h[i], h[c], desc)) return;                                                 \
+      pair_##SUF t = h[i];                                                                         \
+      h[i] = h[c];                                                                                 \
+      h[c] = t;                                                                                    \
+      i = c;                                                                                       \
+    }                                                                                              \
+  }                                                                                                \
+  static void sort_row_##SUF(char *const *p, const int64_t *rl, void *w, const void *vc) {         \
+    const sort_ctx *c = vc;                                                                        \
+    const T *x = (const T *)p[2];                                                                  \
+    int64_t L = rl[2], K = c->k;                                                                   \
+    pair_##SUF *a = w, *tmp = a + L, *r;                                                           \
+    if (K * 4 < L) {                                                                               \
+      for (int64_t j = 0; j < K; j++) a[j] = (pair_##SUF){x[j], j};                                \
+      for (int64_t i = K / 2 - 1; i >= 0; i--) sift_##SUF(a, K, i, c->desc);                       \
+      for (int64_t j = K; j < L; j++) {                                                            \
+        pair_##SUF e = {x[j], j};                                                                  \
+        if (K && before_##SUF(e, a[0], c->desc)) {                                                 \
+          a[0] = e;                                                                                \
+          sift_##SUF(a, K, 0, c->desc);                                                            \
+        }                                                                                          \
+      }                                                                                            \
+      r = msort_##SUF(a, tmp, K, c->desc);                                                         \
+    } else {                                                                                       \
+      for (int64_t j = 0; j < L; j++) a[j] = (pair_##SUF){x[j], j};                                \
+      r = msort_##SUF(a, tmp, L, c->desc);                                                         \
+    }                                                                                              \
+    T *v = (T *)p[0];                                                                              \
+    int64_t *ix = (int64_t *)p[1];                                                                 \
+    for (int64_t j = 0; j < K; j++) {                                                              \
+      v[j] = r[j].v;                                                                               \
+      ix[j] = r[j].i;                                                                              \
+    }                                                                                              \
   }
 SORT_ROW(f32, float, ISNAN_FLT)
 SORT_ROW(f64, double, ISNAN_FLT)

@@ -5,8 +5,8 @@
  * output does not depend on how blocks are shared among threads. Transcendentals (log, cos) and
  * scaling are done in double and rounded once into the output dtype. Shapes of categorical:
  * N rows, C classes, S samples per row. */
-#include "cpu.h"
 #include "../../rng.h"
+#include "cpu.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -39,23 +39,23 @@ static inline double u01(uint32_t x) { return ((double)(x >> 8) + 0.5) * (1.0 / 
 
 /* ---- uniform: out = lo + (hi - lo) * u, in [lo, hi) after rounding ---- */
 
-#define UNIFORM_KERNEL(NAME, T, NEXTAFTER)                                                     \
-  static void NAME(T *o, int64_t n, const philox_ctx *c, double lo, double hi) {               \
-    int64_t nb = (n + 3) / 4;                                                                  \
-    /* a value that rounds up to hi is moved one step below it (but not below lo) */           \
-    T hit = (T)hi, below = NEXTAFTER(hit, (T)lo), lot = (T)lo;                                 \
-    if (below < lot) below = lot;                                                              \
-    double w = hi - lo;                                                                        \
-    _Pragma("omp parallel for schedule(static) if (n >= CPU_PAR_MIN)")                         \
-    for (int64_t b = 0; b < nb; b++) {                                                         \
-      uint32_t x[4];                                                                           \
-      block(c, (uint64_t)b, x);                                                                \
-      int64_t i0 = b * 4, m = n - i0 < 4 ? n - i0 : 4;                                         \
-      for (int64_t k = 0; k < m; k++) {                                                        \
-        T v = (T)(lo + w * u01(x[k]));                                                         \
-        o[i0 + k] = v >= hit && lo < hi ? below : v;                                           \
-      }                                                                                        \
-    }                                                                                          \
+#define UNIFORM_KERNEL(NAME, T, NEXTAFTER)                                                         \
+  static void NAME(T *o, int64_t n, const philox_ctx *c, double lo, double hi) {                   \
+    int64_t nb = (n + 3) / 4;                                                                      \
+    /* a value that rounds up to hi is moved one step below it (but not below lo) */               \
+    T hit = (T)hi, below = NEXTAFTER(hit, (T)lo), lot = (T)lo;                                     \
+    if (below < lot) below = lot;                                                                  \
+    double w = hi - lo;                                                                            \
+    _Pragma("omp parallel for schedule(static) if (n >= CPU_PAR_MIN)") for (int64_t b = 0; b < nb; \
+                                                                            b++) {                 \
+      uint32_t x[4];                                                                               \
+      block(c, (uint64_t)b, x);                                                                    \
+      int64_t i0 = b * 4, m = n - i0 < 4 ? n - i0 : 4;                                             \
+      for (int64_t k = 0; k < m; k++) {                                                            \
+        T v = (T)(lo + w * u01(x[k]));                                                             \
+        o[i0 + k] = v >= hit && lo < hi ? below : v;                                               \
+      }                                                                                            \
+    }                                                                                              \
   }
 UNIFORM_KERNEL(uniform_f32, float, nextafterf)
 UNIFORM_KERNEL(uniform_f64, double, nextafter)
@@ -65,27 +65,29 @@ static int cpu_uniform(nn_tensor *const *out, nn_tensor *const *in, const nn_op_
   philox_ctx c = ctx_of(p);
   nn_tensor *o = out[0];
   NN_ASSERT(nn_tensor_is_contiguous(o));
-  if (o->dtype == NN_DTYPE_F32) uniform_f32(F32(o), nn_tensor_numel(o), &c, p->f[0], p->f[1]);
-  else uniform_f64(F64(o), nn_tensor_numel(o), &c, p->f[0], p->f[1]);
+  if (o->dtype == NN_DTYPE_F32)
+    uniform_f32(F32(o), nn_tensor_numel(o), &c, p->f[0], p->f[1]);
+  else
+    uniform_f64(F64(o), nn_tensor_numel(o), &c, p->f[0], p->f[1]);
   return NN_OK;
 }
 
 /* ---- normal: z = sqrt(-2 ln u1) cos(2 pi u2), u1, u2 words (0, 1) or (2, 3) ---- */
 
-#define NORMAL_KERNEL(NAME, T)                                                                 \
-  static void NAME(T *o, int64_t n, const philox_ctx *c, double mean, double sd) {             \
-    int64_t nb = (n + 1) / 2;                                                                  \
-    const double two_pi = 6.283185307179586476925286766559;                                    \
-    _Pragma("omp parallel for schedule(static) if (n >= CPU_PAR_MIN)")                         \
-    for (int64_t b = 0; b < nb; b++) {                                                         \
-      uint32_t x[4];                                                                           \
-      block(c, (uint64_t)b, x);                                                                \
-      int64_t i0 = b * 2, m = n - i0 < 2 ? n - i0 : 2;                                         \
-      for (int64_t k = 0; k < m; k++) {                                                        \
-        double z = sqrt(-2.0 * log(u01(x[2 * k]))) * cos(two_pi * u01(x[2 * k + 1]));         \
-        o[i0 + k] = (T)(mean + sd * z);                                                        \
-      }                                                                                        \
-    }                                                                                          \
+#define NORMAL_KERNEL(NAME, T)                                                                     \
+  static void NAME(T *o, int64_t n, const philox_ctx *c, double mean, double sd) {                 \
+    int64_t nb = (n + 1) / 2;                                                                      \
+    const double two_pi = 6.283185307179586476925286766559;                                        \
+    _Pragma("omp parallel for schedule(static) if (n >= CPU_PAR_MIN)") for (int64_t b = 0; b < nb; \
+                                                                            b++) {                 \
+      uint32_t x[4];                                                                               \
+      block(c, (uint64_t)b, x);                                                                    \
+      int64_t i0 = b * 2, m = n - i0 < 2 ? n - i0 : 2;                                             \
+      for (int64_t k = 0; k < m; k++) {                                                            \
+        double z = sqrt(-2.0 * log(u01(x[2 * k]))) * cos(two_pi * u01(x[2 * k + 1]));              \
+        o[i0 + k] = (T)(mean + sd * z);                                                            \
+      }                                                                                            \
+    }                                                                                              \
   }
 NORMAL_KERNEL(normal_f32, float)
 NORMAL_KERNEL(normal_f64, double)
@@ -95,23 +97,25 @@ static int cpu_normal(nn_tensor *const *out, nn_tensor *const *in, const nn_op_p
   philox_ctx c = ctx_of(p);
   nn_tensor *o = out[0];
   NN_ASSERT(nn_tensor_is_contiguous(o));
-  if (o->dtype == NN_DTYPE_F32) normal_f32(F32(o), nn_tensor_numel(o), &c, p->f[0], p->f[1]);
-  else normal_f64(F64(o), nn_tensor_numel(o), &c, p->f[0], p->f[1]);
+  if (o->dtype == NN_DTYPE_F32)
+    normal_f32(F32(o), nn_tensor_numel(o), &c, p->f[0], p->f[1]);
+  else
+    normal_f64(F64(o), nn_tensor_numel(o), &c, p->f[0], p->f[1]);
   return NN_OK;
 }
 
 /* ---- bernoulli: out = u < p ---- */
 
-#define BERNOULLI_KERNEL(NAME, T)                                                              \
-  static void NAME(T *o, int64_t n, const philox_ctx *c, double pr) {                          \
-    int64_t nb = (n + 3) / 4;                                                                  \
-    _Pragma("omp parallel for schedule(static) if (n >= CPU_PAR_MIN)")                         \
-    for (int64_t b = 0; b < nb; b++) {                                                         \
-      uint32_t x[4];                                                                           \
-      block(c, (uint64_t)b, x);                                                                \
-      int64_t i0 = b * 4, m = n - i0 < 4 ? n - i0 : 4;                                         \
-      for (int64_t k = 0; k < m; k++) o[i0 + k] = u01(x[k]) < pr ? (T)1 : (T)0;                \
-    }                                                                                          \
+#define BERNOULLI_KERNEL(NAME, T)                                                                  \
+  static void NAME(T *o, int64_t n, const philox_ctx *c, double pr) {                              \
+    int64_t nb = (n + 3) / 4;                                                                      \
+    _Pragma("omp parallel for schedule(static) if (n >= CPU_PAR_MIN)") for (int64_t b = 0; b < nb; \
+                                                                            b++) {                 \
+      uint32_t x[4];                                                                               \
+      block(c, (uint64_t)b, x);                                                                    \
+      int64_t i0 = b * 4, m = n - i0 < 4 ? n - i0 : 4;                                             \
+      for (int64_t k = 0; k < m; k++) o[i0 + k] = u01(x[k]) < pr ? (T)1 : (T)0;                    \
+    }                                                                                              \
   }
 BERNOULLI_KERNEL(bernoulli_f32, float)
 BERNOULLI_KERNEL(bernoulli_f64, double)
@@ -121,8 +125,10 @@ static int cpu_bernoulli(nn_tensor *const *out, nn_tensor *const *in, const nn_o
   philox_ctx c = ctx_of(p);
   nn_tensor *o = out[0];
   NN_ASSERT(nn_tensor_is_contiguous(o));
-  if (o->dtype == NN_DTYPE_F32) bernoulli_f32(F32(o), nn_tensor_numel(o), &c, p->f[0]);
-  else bernoulli_f64(F64(o), nn_tensor_numel(o), &c, p->f[0]);
+  if (o->dtype == NN_DTYPE_F32)
+    bernoulli_f32(F32(o), nn_tensor_numel(o), &c, p->f[0]);
+  else
+    bernoulli_f64(F64(o), nn_tensor_numel(o), &c, p->f[0]);
   return NN_OK;
 }
 
@@ -168,8 +174,10 @@ static void row_samples(const double *cdf, int64_t C, const philox_ctx *c, int64
     int64_t lo = 0, hi = C - 1;
     while (lo < hi) {
       int64_t mid = lo + (hi - lo) / 2;
-      if (cdf[mid] > target) hi = mid;
-      else lo = mid + 1;
+      if (cdf[mid] > target)
+        hi = mid;
+      else
+        lo = mid + 1;
     }
     o[j] = lo;
   }
@@ -181,8 +189,11 @@ static int cpu_categorical(nn_tensor *const *out, nn_tensor *const *in, const nn
   int64_t N = pr->shape[0], C = pr->shape[1], S = o->shape[1];
   NN_ASSERT(nn_tensor_is_contiguous(o) && o->shape[0] == N);
   if (N == 0) return NN_OK;
-  if (C == 0) return nn_seterr(NN_ERR_ARG, "categorical: probs of shape (%lld, 0) have no classes "
-                               "(zero total mass)", (long long)N);
+  if (C == 0)
+    return nn_seterr(NN_ERR_ARG,
+                     "categorical: probs of shape (%lld, 0) have no classes "
+                     "(zero total mass)",
+                     (long long)N);
   signed char *status = calloc((size_t)N, 1);
   if (!status) return nn_seterr(NN_ERR_NOMEM, "categorical: out of memory");
   int nomem = 0;
@@ -220,11 +231,13 @@ static int cpu_categorical(nn_tensor *const *out, nn_tensor *const *in, const nn
       free(cdf);
     }
   }
-  int rc = nomem ? nn_seterr(NN_ERR_NOMEM, "categorical: out of memory for %lld classes", (long long)C)
-                 : NN_OK;
+  int rc =
+      nomem ? nn_seterr(NN_ERR_NOMEM, "categorical: out of memory for %lld classes", (long long)C)
+            : NN_OK;
   for (int64_t r = 0; !rc && r < N; r++) {
     if (status[r] == ROW_NO_MASS) {
-      rc = nn_seterr(NN_ERR_ARG, "categorical: row %lld of probs has zero total mass", (long long)r);
+      rc =
+          nn_seterr(NN_ERR_ARG, "categorical: row %lld of probs has zero total mass", (long long)r);
     } else if (status[r] == ROW_BAD_ENTRY) {
       int64_t k = 0;
       double v = 0;
@@ -234,8 +247,10 @@ static int cpu_categorical(nn_tensor *const *out, nn_tensor *const *in, const nn
         if (!(v >= 0) || isinf(v)) break;
       }
       if (k < C)
-        rc = nn_seterr(NN_ERR_ARG, "categorical: probs[%lld, %lld] is %g; probabilities must be "
-                       "finite and >= 0", (long long)r, (long long)k, v);
+        rc = nn_seterr(NN_ERR_ARG,
+                       "categorical: probs[%lld, %lld] is %g; probabilities must be "
+                       "finite and >= 0",
+                       (long long)r, (long long)k, v);
       else
         rc = nn_seterr(NN_ERR_ARG, "categorical: row %lld of probs sums to infinity", (long long)r);
     }

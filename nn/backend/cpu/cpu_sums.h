@@ -17,7 +17,7 @@
 /* Sums of n values in double with 8 interleaved accumulators: vectorizable, and the order is
  * fixed by n alone. */
 #define DEF_SUMS(SUF, T)                                                                           \
-  static inline double sum_##SUF(const T *restrict a, int64_t n) {                                        \
+  static inline double sum_##SUF(const T *restrict a, int64_t n) {                                 \
     double acc[8] = {0};                                                                           \
     int64_t i = 0;                                                                                 \
     for (; i + 8 <= n; i += 8)                                                                     \
@@ -26,7 +26,7 @@
     return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));      \
   }                                                                                                \
   /* sum (a - m)^2 */                                                                              \
-  static inline double sqdev_##SUF(const T *restrict a, int64_t n, double m) {                            \
+  static inline double sqdev_##SUF(const T *restrict a, int64_t n, double m) {                     \
     double acc[8] = {0};                                                                           \
     int64_t i = 0;                                                                                 \
     for (; i + 8 <= n; i += 8)                                                                     \
@@ -41,8 +41,8 @@
     return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));      \
   }                                                                                                \
   /* sum g and sum g * (a - m) */                                                                  \
-  static inline void dotdev_##SUF(const T *restrict g, const T *restrict a, int64_t n, double m,          \
-                           double *sg, double *sga) {                                              \
+  static inline void dotdev_##SUF(const T *restrict g, const T *restrict a, int64_t n, double m,   \
+                                  double *sg, double *sga) {                                       \
     double s1[8] = {0}, s2[8] = {0};                                                               \
     int64_t i = 0;                                                                                 \
     for (; i + 8 <= n; i += 8)                                                                     \
