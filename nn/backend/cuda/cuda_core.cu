@@ -20,7 +20,7 @@ struct cublasContext *cu_cublas(void) {
     cublasSetStream(blas, cu_stream());
   }
   cublasSetMathMode(blas, nn_get_allow_tf32() && cu_cc_major() >= 8 ? CUBLAS_TF32_TENSOR_OP_MATH
-                                                                     : CUBLAS_DEFAULT_MATH);
+                                                                    : CUBLAS_DEFAULT_MATH);
   return blas;
 }
 
@@ -41,9 +41,12 @@ template <class TO, class TI> struct copy_fn {
 template <class TO> static int copy_to(nn_tensor *o, nn_tensor *a) {
   nn_tensor *ops[2] = {o, a};
   switch (a->dtype) {
-  case NN_DTYPE_F32: return cu_map<2>("copy", ops, copy_fn<TO, float>{cu_ptr<TO>(o), cu_ptr<float>(a)});
-  case NN_DTYPE_F64: return cu_map<2>("copy", ops, copy_fn<TO, double>{cu_ptr<TO>(o), cu_ptr<double>(a)});
-  case NN_DTYPE_I64: return cu_map<2>("copy", ops, copy_fn<TO, int64_t>{cu_ptr<TO>(o), cu_ptr<int64_t>(a)});
+  case NN_DTYPE_F32:
+    return cu_map<2>("copy", ops, copy_fn<TO, float>{cu_ptr<TO>(o), cu_ptr<float>(a)});
+  case NN_DTYPE_F64:
+    return cu_map<2>("copy", ops, copy_fn<TO, double>{cu_ptr<TO>(o), cu_ptr<double>(a)});
+  case NN_DTYPE_I64:
+    return cu_map<2>("copy", ops, copy_fn<TO, int64_t>{cu_ptr<TO>(o), cu_ptr<int64_t>(a)});
   }
   return NN_OK;
 }
@@ -61,9 +64,12 @@ static int cuda_copy(nn_tensor *const *out, nn_tensor *const *in, const nn_op_pa
                     "copy");
   }
   switch (o->dtype) {
-  case NN_DTYPE_F32: return copy_to<float>(o, a);
-  case NN_DTYPE_F64: return copy_to<double>(o, a);
-  case NN_DTYPE_I64: return copy_to<int64_t>(o, a);
+  case NN_DTYPE_F32:
+    return copy_to<float>(o, a);
+  case NN_DTYPE_F64:
+    return copy_to<double>(o, a);
+  case NN_DTYPE_I64:
+    return copy_to<int64_t>(o, a);
   }
   return NN_OK;
 }
@@ -80,8 +86,10 @@ static int cuda_fill(nn_tensor *const *out, nn_tensor *const *in, const nn_op_pa
   (void)in;
   nn_tensor *o = out[0];
   switch (o->dtype) {
-  case NN_DTYPE_F32: return cu_map<1>("fill", out, fill_fn<float>{cu_ptr<float>(o), (float)p->f[0]});
-  case NN_DTYPE_F64: return cu_map<1>("fill", out, fill_fn<double>{cu_ptr<double>(o), p->f[0]});
+  case NN_DTYPE_F32:
+    return cu_map<1>("fill", out, fill_fn<float>{cu_ptr<float>(o), (float)p->f[0]});
+  case NN_DTYPE_F64:
+    return cu_map<1>("fill", out, fill_fn<double>{cu_ptr<double>(o), p->f[0]});
   case NN_DTYPE_I64:
     return cu_map<1>("fill", out, fill_fn<int64_t>{cu_ptr<int64_t>(o), (int64_t)p->f[0]});
   }
@@ -106,7 +114,8 @@ static __global__ void sum_thread_kernel(TO *o, const TI *a, sum_geo g) {
        m += (int64_t)gridDim.x * blockDim.x) {
     int64_t base = cu_flat_offset(m, g.kd, g.kshape, g.kin);
     double s = 0;
-    for (int64_t r = 0; r < g.R; r++) s += (double)a[base + cu_flat_offset(r, g.rd, g.rshape, g.rin)];
+    for (int64_t r = 0; r < g.R; r++)
+      s += (double)a[base + cu_flat_offset(r, g.rd, g.rshape, g.rin)];
     o[cu_flat_offset(m, g.kd, g.kshape, g.kout)] = (TO)s;
   }
 }
@@ -132,8 +141,8 @@ template <class TO, class TI> static int sum_run(nn_tensor *o, nn_tensor *a, con
   } else {
     int threads = g.R >= 256 ? 256 : (int)((g.R + 31) / 32 * 32);
     int64_t blocks = g.M < 65535 ? g.M : 65535;
-    sum_block_kernel<TO, TI><<<(unsigned)blocks, threads, 0, cu_stream()>>>(cu_ptr<TO>(o),
-                                                                             cu_ptr<TI>(a), g);
+    sum_block_kernel<TO, TI>
+        <<<(unsigned)blocks, threads, 0, cu_stream()>>>(cu_ptr<TO>(o), cu_ptr<TI>(a), g);
   }
   return CU_LAUNCHED("sum");
 }
@@ -242,8 +251,8 @@ static int cuda_matmul(nn_tensor *const *out, nn_tensor *const *in, const nn_op_
       double alpha = 1, beta = p->i[0] ? 1.0 : 0.0;
       rc = blas_check(cublasDgemmStridedBatched(h, tb, ta, (int)N, (int)M, (int)K, &alpha,
                                                 cu_ptr<double>(b), (int)ldb, sb, cu_ptr<double>(a),
-                                                (int)lda, sa, &beta, cu_ptr<double>(o), (int)N,
-                                                so, (int)B),
+                                                (int)lda, sa, &beta, cu_ptr<double>(o), (int)N, so,
+                                                (int)B),
                       "matmul");
     }
   }

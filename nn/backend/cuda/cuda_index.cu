@@ -22,8 +22,10 @@
 /* ---------------------------------------------------------------- index_check */
 
 /* o[0] (preset to all ones) = the lowest row-major position of a value outside [0, bound) */
-static __global__ void idxchk_kernel(unsigned long long *o, const int64_t *v, cu_geo<1> g, int64_t bound) {
-  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < g.n; i += (int64_t)gridDim.x * blockDim.x) {
+static __global__ void idxchk_kernel(unsigned long long *o, const int64_t *v, cu_geo<1> g,
+                                     int64_t bound) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < g.n;
+       i += (int64_t)gridDim.x * blockDim.x) {
     int64_t off[1];
     cu_offsets<1>(g, i, off);
     if ((uint64_t)v[off[0]] >= (uint64_t)bound) atomicMin(o, (unsigned long long)i);
@@ -56,8 +58,8 @@ static int cuda_index_check(nn_tensor *const *out, nn_tensor *const *in, const n
   for (int d = 0; d < idx->ndim; d++) g.shape[d] = idx->shape[d], g.st[0][d] = idx->stride[d];
   if (!idx->ndim) g.shape[0] = 1, g.st[0][0] = 0;
   if (g.n > 0)
-    idxchk_kernel<<<cu_blocks(g.n, CU_THREADS), CU_THREADS, 0, cu_stream()>>>((unsigned long long *)op,
-                                                                               cu_ptr<int64_t>(idx), g, p->i[0]);
+    idxchk_kernel<<<cu_blocks(g.n, CU_THREADS), CU_THREADS, 0, cu_stream()>>>(
+        (unsigned long long *)op, cu_ptr<int64_t>(idx), g, p->i[0]);
   idxchk_final_kernel<<<1, 1, 0, cu_stream()>>>(op, cu_ptr<int64_t>(idx), g);
   return CU_LAUNCHED("index_check");
 }
@@ -81,10 +83,12 @@ static int cuda_gather(nn_tensor *const *out, nn_tensor *const *in, const nn_op_
   nn_tensor *ops[3] = {out[0], idx, &tv};
   int64_t sd = t->stride[dim];
   if (nn_dtype_size(t->dtype) == 4)
-    return cu_map<3>("gather", ops, gather_fn<uint32_t>{cu_ptr<uint32_t>(out[0]), cu_ptr<int64_t>(idx),
-                                                        cu_ptr<uint32_t>(t), sd});
-  return cu_map<3>("gather", ops, gather_fn<uint64_t>{cu_ptr<uint64_t>(out[0]), cu_ptr<int64_t>(idx),
-                                                      cu_ptr<uint64_t>(t), sd});
+    return cu_map<3>("gather", ops,
+                     gather_fn<uint32_t>{cu_ptr<uint32_t>(out[0]), cu_ptr<int64_t>(idx),
+                                         cu_ptr<uint32_t>(t), sd});
+  return cu_map<3>(
+      "gather", ops,
+      gather_fn<uint64_t>{cu_ptr<uint64_t>(out[0]), cu_ptr<int64_t>(idx), cu_ptr<uint64_t>(t), sd});
 }
 
 /* ---------------------------------------------------------------- scatter_add */
@@ -105,9 +109,10 @@ static nn_tensor drop_dim(const nn_tensor *t, const nn_tensor *like, int d) {
 
 /* One thread per output row (other coordinates): terms in ascending j. */
 template <class T>
-static __global__ void scat_rows_kernel(T *o, const int64_t *ix, const T *s, cu_geo<3> g, int64_t J, int64_t so,
-                                        int64_t si, int64_t ss) {
-  for (int64_t b = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; b < g.n; b += (int64_t)gridDim.x * blockDim.x) {
+static __global__ void scat_rows_kernel(T *o, const int64_t *ix, const T *s, cu_geo<3> g, int64_t J,
+                                        int64_t so, int64_t si, int64_t ss) {
+  for (int64_t b = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; b < g.n;
+       b += (int64_t)gridDim.x * blockDim.x) {
     int64_t off[3];
     cu_offsets<3>(g, b, off);
     for (int64_t j = 0; j < J; j++) o[off[0] + ix[off[1] + j * si] * so] += s[off[2] + j * ss];
@@ -122,9 +127,10 @@ static __device__ __forceinline__ void atomic_add(int64_t *p, int64_t v) {
 
 /* One thread per term (b, j): atomics. */
 template <class T>
-static __global__ void scat_atomic_kernel(T *o, const int64_t *ix, const T *s, cu_geo<3> g, int64_t J, int64_t so,
-                                          int64_t si, int64_t ss) {
-  for (int64_t e = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; e < g.n * J; e += (int64_t)gridDim.x * blockDim.x) {
+static __global__ void scat_atomic_kernel(T *o, const int64_t *ix, const T *s, cu_geo<3> g,
+                                          int64_t J, int64_t so, int64_t si, int64_t ss) {
+  for (int64_t e = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; e < g.n * J;
+       e += (int64_t)gridDim.x * blockDim.x) {
     int64_t b = e / J, j = e % J, off[3];
     cu_offsets<3>(g, b, off);
     atomic_add(o + off[0] + ix[off[1] + j * si] * so, s[off[2] + j * ss]);
@@ -153,9 +159,12 @@ static int cuda_scatter_add(nn_tensor *const *out, nn_tensor *const *in, const n
   if (nn_tensor_numel(idx) == 0) return NN_OK;
   int dim = (int)p->i[0];
   switch (o->dtype) {
-  case NN_DTYPE_F32: return scat_run<float>(o, idx, src, dim);
-  case NN_DTYPE_F64: return scat_run<double>(o, idx, src, dim);
-  case NN_DTYPE_I64: return scat_run<int64_t>(o, idx, src, dim);
+  case NN_DTYPE_F32:
+    return scat_run<float>(o, idx, src, dim);
+  case NN_DTYPE_F64:
+    return scat_run<double>(o, idx, src, dim);
+  case NN_DTYPE_I64:
+    return scat_run<int64_t>(o, idx, src, dim);
   }
   return NN_OK;
 }
@@ -174,9 +183,11 @@ static philox_ctx ctx_of(const nn_op_params *p) {
 }
 
 /* Philox-4x32-10 (nn/rng.c's nn_philox4x32) of block offset + b */
-static __device__ __forceinline__ void philox_block(const philox_ctx &c, uint64_t b, uint32_t out[4]) {
+static __device__ __forceinline__ void philox_block(const philox_ctx &c, uint64_t b,
+                                                    uint32_t out[4]) {
   uint64_t blk = c.offset + b;
-  uint32_t c0 = (uint32_t)blk, c1 = (uint32_t)(blk >> 32), c2 = (uint32_t)c.stream, c3 = (uint32_t)(c.stream >> 32);
+  uint32_t c0 = (uint32_t)blk, c1 = (uint32_t)(blk >> 32), c2 = (uint32_t)c.stream,
+           c3 = (uint32_t)(c.stream >> 32);
   uint32_t k0 = c.k0, k1 = c.k1;
 #pragma unroll
   for (int r = 0; r < 10; r++) {
@@ -197,13 +208,17 @@ static __device__ __forceinline__ void philox_block(const philox_ctx &c, uint64_
 }
 
 /* rng.h's uniform: 24 bits centred in their cell, in (0, 1); exact in double */
-static __device__ __forceinline__ double u01(uint32_t x) { return ((double)(x >> 8) + 0.5) * (1.0 / 16777216.0); }
+static __device__ __forceinline__ double u01(uint32_t x) {
+  return ((double)(x >> 8) + 0.5) * (1.0 / 16777216.0);
+}
 
 /* uniform: v = (T)(lo + (hi - lo) u); a value at or above (T)hi becomes `below` */
 template <class T>
-static __global__ void uniform_kernel(T *o, int64_t n, philox_ctx c, double lo, double w, T hit, T below, int clamp) {
+static __global__ void uniform_kernel(T *o, int64_t n, philox_ctx c, double lo, double w, T hit,
+                                      T below, int clamp) {
   int64_t nb = (n + 3) / 4;
-  for (int64_t b = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; b < nb; b += (int64_t)gridDim.x * blockDim.x) {
+  for (int64_t b = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; b < nb;
+       b += (int64_t)gridDim.x * blockDim.x) {
     uint32_t x[4];
     philox_block(c, (uint64_t)b, x);
     int64_t i0 = b * 4, m = n - i0 < 4 ? n - i0 : 4;
@@ -229,11 +244,13 @@ static int cuda_uniform(nn_tensor *const *out, nn_tensor *const *in, const nn_op
   if (o->dtype == NN_DTYPE_F32) {
     float hit = (float)hi, lot = (float)lo, below = next_below<float>(hit, lot);
     if (below < lot) below = lot;
-    uniform_kernel<float><<<b, CU_THREADS, 0, cu_stream()>>>(cu_ptr<float>(o), n, c, lo, hi - lo, hit, below, lo < hi);
+    uniform_kernel<float><<<b, CU_THREADS, 0, cu_stream()>>>(cu_ptr<float>(o), n, c, lo, hi - lo,
+                                                             hit, below, lo < hi);
   } else {
     double below = next_below<double>(hi, lo);
     if (below < lo) below = lo;
-    uniform_kernel<double><<<b, CU_THREADS, 0, cu_stream()>>>(cu_ptr<double>(o), n, c, lo, hi - lo, hi, below, lo < hi);
+    uniform_kernel<double><<<b, CU_THREADS, 0, cu_stream()>>>(cu_ptr<double>(o), n, c, lo, hi - lo,
+                                                              hi, below, lo < hi);
   }
   return CU_LAUNCHED("uniform");
 }
@@ -243,7 +260,8 @@ template <class T>
 static __global__ void normal_kernel(T *o, int64_t n, philox_ctx c, double mean, double sd) {
   const double two_pi = 6.283185307179586476925286766559;
   int64_t nb = (n + 1) / 2;
-  for (int64_t b = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; b < nb; b += (int64_t)gridDim.x * blockDim.x) {
+  for (int64_t b = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; b < nb;
+       b += (int64_t)gridDim.x * blockDim.x) {
     uint32_t x[4];
     philox_block(c, (uint64_t)b, x);
     int64_t i0 = b * 2, m = n - i0 < 2 ? n - i0 : 2;
@@ -264,15 +282,19 @@ static int cuda_normal(nn_tensor *const *out, nn_tensor *const *in, const nn_op_
   philox_ctx c = ctx_of(p);
   unsigned b = cu_blocks((n + 1) / 2, CU_THREADS);
   if (o->dtype == NN_DTYPE_F32)
-    normal_kernel<float><<<b, CU_THREADS, 0, cu_stream()>>>(cu_ptr<float>(o), n, c, p->f[0], p->f[1]);
+    normal_kernel<float>
+        <<<b, CU_THREADS, 0, cu_stream()>>>(cu_ptr<float>(o), n, c, p->f[0], p->f[1]);
   else
-    normal_kernel<double><<<b, CU_THREADS, 0, cu_stream()>>>(cu_ptr<double>(o), n, c, p->f[0], p->f[1]);
+    normal_kernel<double>
+        <<<b, CU_THREADS, 0, cu_stream()>>>(cu_ptr<double>(o), n, c, p->f[0], p->f[1]);
   return CU_LAUNCHED("normal");
 }
 
-template <class T> static __global__ void bernoulli_kernel(T *o, int64_t n, philox_ctx c, double pr) {
+template <class T>
+static __global__ void bernoulli_kernel(T *o, int64_t n, philox_ctx c, double pr) {
   int64_t nb = (n + 3) / 4;
-  for (int64_t b = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; b < nb; b += (int64_t)gridDim.x * blockDim.x) {
+  for (int64_t b = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; b < nb;
+       b += (int64_t)gridDim.x * blockDim.x) {
     uint32_t x[4];
     philox_block(c, (uint64_t)b, x);
     int64_t i0 = b * 4, m = n - i0 < 4 ? n - i0 : 4;
@@ -299,9 +321,10 @@ static int cuda_bernoulli(nn_tensor *const *out, nn_tensor *const *in, const nn_
  * and the row's status: 0 ok, k + 1 for a first bad entry at k (negative, NaN or infinite),
  * -1 for zero total mass, -2 for finite entries whose sum overflows */
 template <class T>
-static __global__ void cat_cdf_kernel(double *cdf, int64_t *status, const T *pr, int64_t N, int64_t C, int64_t rs,
-                                      int64_t cs) {
-  for (int64_t r = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; r < N; r += (int64_t)gridDim.x * blockDim.x) {
+static __global__ void cat_cdf_kernel(double *cdf, int64_t *status, const T *pr, int64_t N,
+                                      int64_t C, int64_t rs, int64_t cs) {
+  for (int64_t r = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; r < N;
+       r += (int64_t)gridDim.x * blockDim.x) {
     double acc = 0;
     int64_t st = 0;
     for (int64_t k = 0; k < C; k++) {
@@ -320,9 +343,10 @@ static __global__ void cat_cdf_kernel(double *cdf, int64_t *status, const T *pr,
 
 /* step 2 (a thread per sample): sample j of row r takes uniform element r*S + j and returns the
  * smallest class k with cdf[k] > u * cdf[C-1] */
-static __global__ void cat_sample_kernel(int64_t *o, const double *cdf, const int64_t *status, int64_t N, int64_t C,
-                                         int64_t S, philox_ctx c) {
-  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < N * S; i += (int64_t)gridDim.x * blockDim.x) {
+static __global__ void cat_sample_kernel(int64_t *o, const double *cdf, const int64_t *status,
+                                         int64_t N, int64_t C, int64_t S, philox_ctx c) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < N * S;
+       i += (int64_t)gridDim.x * blockDim.x) {
     int64_t r = i / S;
     if (status[r]) continue;
     uint32_t x[4];
@@ -332,8 +356,10 @@ static __global__ void cat_sample_kernel(int64_t *o, const double *cdf, const in
     int64_t lo = 0, hi = C - 1;
     while (lo < hi) {
       int64_t mid = lo + (hi - lo) / 2;
-      if (row[mid] > target) hi = mid;
-      else lo = mid + 1;
+      if (row[mid] > target)
+        hi = mid;
+      else
+        lo = mid + 1;
     }
     o[i] = lo;
   }
@@ -345,7 +371,9 @@ static int cuda_categorical(nn_tensor *const *out, nn_tensor *const *in, const n
   NN_ASSERT(nn_tensor_is_contiguous(o) && o->shape[0] == N);
   if (N == 0) return NN_OK;
   if (C == 0)
-    return nn_seterr(NN_ERR_ARG, "categorical: probs of shape (%lld, 0) have no classes (zero total mass)", (long long)N);
+    return nn_seterr(NN_ERR_ARG,
+                     "categorical: probs of shape (%lld, 0) have no classes (zero total mass)",
+                     (long long)N);
   void *mem = NULL;
   int rc = cu_scratch(&scr, &mem, (size_t)(N * C + N) * 8);
   if (rc) return rc;
@@ -353,12 +381,14 @@ static int cuda_categorical(nn_tensor *const *out, nn_tensor *const *in, const n
   int64_t *status = (int64_t *)(cdf + N * C);
   unsigned b = cu_blocks(N, 128);
   if (pr->dtype == NN_DTYPE_F32)
-    cat_cdf_kernel<float><<<b, 128, 0, cu_stream()>>>(cdf, status, cu_ptr<float>(pr), N, C, pr->stride[0], pr->stride[1]);
+    cat_cdf_kernel<float><<<b, 128, 0, cu_stream()>>>(cdf, status, cu_ptr<float>(pr), N, C,
+                                                      pr->stride[0], pr->stride[1]);
   else
-    cat_cdf_kernel<double><<<b, 128, 0, cu_stream()>>>(cdf, status, cu_ptr<double>(pr), N, C, pr->stride[0], pr->stride[1]);
+    cat_cdf_kernel<double><<<b, 128, 0, cu_stream()>>>(cdf, status, cu_ptr<double>(pr), N, C,
+                                                       pr->stride[0], pr->stride[1]);
   if (N * S > 0)
-    cat_sample_kernel<<<cu_blocks(N * S, CU_THREADS), CU_THREADS, 0, cu_stream()>>>(cu_ptr<int64_t>(o), cdf, status,
-                                                                                     N, C, S, ctx_of(p));
+    cat_sample_kernel<<<cu_blocks(N * S, CU_THREADS), CU_THREADS, 0, cu_stream()>>>(
+        cu_ptr<int64_t>(o), cdf, status, N, C, S, ctx_of(p));
   rc = CU_LAUNCHED("categorical");
   int64_t *st = NULL;
   if (!rc) {
@@ -369,7 +399,8 @@ static int cuda_categorical(nn_tensor *const *out, nn_tensor *const *in, const n
   for (int64_t r = 0; !rc && r < N; r++) {
     if (!st[r]) continue;
     if (st[r] == -1) {
-      rc = nn_seterr(NN_ERR_ARG, "categorical: row %lld of probs has zero total mass", (long long)r);
+      rc =
+          nn_seterr(NN_ERR_ARG, "categorical: row %lld of probs has zero total mass", (long long)r);
     } else if (st[r] == -2) {
       rc = nn_seterr(NN_ERR_ARG, "categorical: row %lld of probs sums to infinity", (long long)r);
     } else {
@@ -379,7 +410,8 @@ static int cuda_categorical(nn_tensor *const *out, nn_tensor *const *in, const n
       if (!nn_narrow(&a, pr, 0, r, 1) && !nn_narrow(&e, a, 1, k, 1)) nn_tensor_item(e, &v);
       nn_tensor_free(a);
       nn_tensor_free(e);
-      rc = nn_seterr(NN_ERR_ARG, "categorical: probs[%lld, %lld] is %g; probabilities must be finite and >= 0",
+      rc = nn_seterr(NN_ERR_ARG,
+                     "categorical: probs[%lld, %lld] is %g; probabilities must be finite and >= 0",
                      (long long)r, (long long)k, v);
     }
   }

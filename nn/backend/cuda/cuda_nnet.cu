@@ -43,7 +43,8 @@ typedef struct {
   int64_t N, C, H, W, O, KH, KW, OH, OW, G, sh, sw, ph, pw, dh, dw;
 } conv_geom;
 
-static conv_geom geom_of(const int64_t *xs, const int64_t *ws, const int64_t *os, const nn_op_params *p) {
+static conv_geom geom_of(const int64_t *xs, const int64_t *ws, const int64_t *os,
+                         const nn_op_params *p) {
   conv_geom g;
   g.N = xs[0], g.C = xs[1], g.H = xs[2], g.W = xs[3];
   g.O = ws[0], g.KH = ws[2], g.KW = ws[3], g.OH = os[2], g.OW = os[3];
@@ -56,8 +57,9 @@ static conv_geom geom_of(const int64_t *xs, const int64_t *ws, const int64_t *os
 
 /* db[o] = sum over n, oh, ow of dout[n, o, ., .] (any strides), in double; one block per o */
 template <class T>
-static __global__ void bias_sum_kernel(T *db, int64_t dbs, const T *d, int64_t N, int64_t O, int64_t OH,
-                                       int64_t OW, int64_t s0, int64_t s1, int64_t s2, int64_t s3) {
+static __global__ void bias_sum_kernel(T *db, int64_t dbs, const T *d, int64_t N, int64_t O,
+                                       int64_t OH, int64_t OW, int64_t s0, int64_t s1, int64_t s2,
+                                       int64_t s3) {
   __shared__ double sh[32];
   int64_t L = OH * OW, M = N * L;
   for (int64_t o = blockIdx.x; o < O; o += gridDim.x) {
@@ -77,11 +79,13 @@ static int bias_sum(nn_tensor *db, nn_tensor *d) {
   unsigned b = (unsigned)(O < 65535 ? O : 65535);
   const int64_t *s = d->stride;
   if (db->dtype == NN_DTYPE_F32)
-    bias_sum_kernel<float><<<b, 256, 0, cu_stream()>>>(cu_ptr<float>(db), db->stride[0], cu_ptr<float>(d),
-        d->shape[0], O, d->shape[2], d->shape[3], s[0], s[1], s[2], s[3]);
+    bias_sum_kernel<float><<<b, 256, 0, cu_stream()>>>(
+        cu_ptr<float>(db), db->stride[0], cu_ptr<float>(d), d->shape[0], O, d->shape[2],
+        d->shape[3], s[0], s[1], s[2], s[3]);
   else
-    bias_sum_kernel<double><<<b, 256, 0, cu_stream()>>>(cu_ptr<double>(db), db->stride[0], cu_ptr<double>(d),
-        d->shape[0], O, d->shape[2], d->shape[3], s[0], s[1], s[2], s[3]);
+    bias_sum_kernel<double><<<b, 256, 0, cu_stream()>>>(
+        cu_ptr<double>(db), db->stride[0], cu_ptr<double>(d), d->shape[0], O, d->shape[2],
+        d->shape[3], s[0], s[1], s[2], s[3]);
   return CU_LAUNCHED("conv2d_backward_bias");
 }
 
@@ -107,7 +111,8 @@ static int bias_add(nn_tensor *o, nn_tensor *b) {
   return rc;
 }
 
-static int cuda_conv2d_backward_bias(nn_tensor *const *out, nn_tensor *const *in, const nn_op_params *p) {
+static int cuda_conv2d_backward_bias(nn_tensor *const *out, nn_tensor *const *in,
+                                     const nn_op_params *p) {
   (void)p;
   return bias_sum(out[0], in[0]);
 }
@@ -119,8 +124,8 @@ static cudnnHandle_t dnn;
 
 static int dnn_check(cudnnStatus_t s, const char *op) {
   if (s == CUDNN_STATUS_SUCCESS) return NN_OK;
-  return nn_seterr(s == CUDNN_STATUS_ALLOC_FAILED ? NN_ERR_NOMEM : NN_ERR_DEVICE, "%s: cuDNN error %s", op,
-                   cudnnGetErrorString(s));
+  return nn_seterr(s == CUDNN_STATUS_ALLOC_FAILED ? NN_ERR_NOMEM : NN_ERR_DEVICE,
+                   "%s: cuDNN error %s", op, cudnnGetErrorString(s));
 }
 
 enum { CONV_FWD, CONV_BWD_DATA, CONV_BWD_FILTER };
@@ -153,15 +158,23 @@ static int desc_init(conv_desc *d, const conv_geom *g, nn_dtype dt, const char *
   if (!rc) rc = dnn_check(cudnnCreateTensorDescriptor(&d->y), op);
   if (!rc) rc = dnn_check(cudnnCreateFilterDescriptor(&d->w), op);
   if (!rc) rc = dnn_check(cudnnCreateConvolutionDescriptor(&d->c), op);
-  if (!rc) rc = dnn_check(cudnnSetTensor4dDescriptor(d->x, CUDNN_TENSOR_NCHW, d->dt, (int)g->N, (int)g->C,
-                                                     (int)g->H, (int)g->W), op);
-  if (!rc) rc = dnn_check(cudnnSetTensor4dDescriptor(d->y, CUDNN_TENSOR_NCHW, d->dt, (int)g->N, (int)g->O,
-                                                     (int)g->OH, (int)g->OW), op);
-  if (!rc) rc = dnn_check(cudnnSetFilter4dDescriptor(d->w, d->dt, CUDNN_TENSOR_NCHW, (int)g->O,
-                                                     (int)(g->C / g->G), (int)g->KH, (int)g->KW), op);
-  if (!rc) rc = dnn_check(cudnnSetConvolution2dDescriptor(d->c, (int)g->ph, (int)g->pw, (int)g->sh, (int)g->sw,
-                                                          (int)g->dh, (int)g->dw, CUDNN_CROSS_CORRELATION,
-                                                          d->dt), op);
+  if (!rc)
+    rc = dnn_check(cudnnSetTensor4dDescriptor(d->x, CUDNN_TENSOR_NCHW, d->dt, (int)g->N, (int)g->C,
+                                              (int)g->H, (int)g->W),
+                   op);
+  if (!rc)
+    rc = dnn_check(cudnnSetTensor4dDescriptor(d->y, CUDNN_TENSOR_NCHW, d->dt, (int)g->N, (int)g->O,
+                                              (int)g->OH, (int)g->OW),
+                   op);
+  if (!rc)
+    rc = dnn_check(cudnnSetFilter4dDescriptor(d->w, d->dt, CUDNN_TENSOR_NCHW, (int)g->O,
+                                              (int)(g->C / g->G), (int)g->KH, (int)g->KW),
+                   op);
+  if (!rc)
+    rc = dnn_check(cudnnSetConvolution2dDescriptor(d->c, (int)g->ph, (int)g->pw, (int)g->sh,
+                                                   (int)g->sw, (int)g->dh, (int)g->dw,
+                                                   CUDNN_CROSS_CORRELATION, d->dt),
+                   op);
   if (!rc) rc = dnn_check(cudnnSetConvolutionGroupCount(d->c, (int)g->G), op);
   if (!rc) rc = dnn_check(cudnnSetConvolutionMathType(d->c, CUDNN_FMA_MATH), op);
   if (rc) desc_free(d);
@@ -194,7 +207,8 @@ static bool algo_ok(cudnnStatus_t st, cudnnDeterminism_t det, cudnnMathType_t ma
 
 static int algo_pick(conv_desc *d, const conv_geom *g, nn_dtype dt, int kind, int *algo, size_t *ws,
                      const char *op) {
-  bool det = nn_get_deterministic(), tf32 = nn_get_allow_tf32() && cu_cc_major() >= 8 && dt == NN_DTYPE_F32;
+  bool det = nn_get_deterministic(),
+       tf32 = nn_get_allow_tf32() && cu_cc_major() >= 8 && dt == NN_DTYPE_F32;
   bool fma_only = dt == NN_DTYPE_F32 && !tf32;
   pthread_mutex_lock(&algo_mu);
   for (int i = 0; i < algo_n; i++) {
@@ -217,7 +231,8 @@ static int algo_pick(conv_desc *d, const conv_geom *g, nn_dtype dt, int kind, in
   if (kind == CONV_FWD) {
     cudnnConvolutionFwdAlgoPerf_t r[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
     rc = dnn_check(cudnnGetConvolutionForwardAlgorithm_v7(dnn, d->x, d->w, d->c, d->y,
-                                                          CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &n, r), op);
+                                                          CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &n, r),
+                   op);
     for (int i = 0; !rc && i < n && found < 0; i++)
       if (algo_ok(r[i].status, r[i].determinism, r[i].mathType, det, fma_only))
         found = r[i].algo, math = r[i].mathType, mem = r[i].memory;
@@ -227,8 +242,9 @@ static int algo_pick(conv_desc *d, const conv_geom *g, nn_dtype dt, int kind, in
     }
   } else if (kind == CONV_BWD_DATA) {
     cudnnConvolutionBwdDataAlgoPerf_t r[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
-    rc = dnn_check(cudnnGetConvolutionBackwardDataAlgorithm_v7(dnn, d->w, d->y, d->c, d->x,
-                                                               CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &n, r), op);
+    rc = dnn_check(cudnnGetConvolutionBackwardDataAlgorithm_v7(
+                       dnn, d->w, d->y, d->c, d->x, CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &n, r),
+                   op);
     for (int i = 0; !rc && i < n && found < 0; i++)
       if (algo_ok(r[i].status, r[i].determinism, r[i].mathType, det, fma_only))
         found = r[i].algo, math = r[i].mathType, mem = r[i].memory;
@@ -238,8 +254,9 @@ static int algo_pick(conv_desc *d, const conv_geom *g, nn_dtype dt, int kind, in
     }
   } else {
     cudnnConvolutionBwdFilterAlgoPerf_t r[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
-    rc = dnn_check(cudnnGetConvolutionBackwardFilterAlgorithm_v7(dnn, d->x, d->y, d->c, d->w,
-                                                                 CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &n, r), op);
+    rc = dnn_check(cudnnGetConvolutionBackwardFilterAlgorithm_v7(
+                       dnn, d->x, d->y, d->c, d->w, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &n, r),
+                   op);
     for (int i = 0; !rc && i < n && found < 0; i++)
       if (algo_ok(r[i].status, r[i].determinism, r[i].mathType, det, fma_only))
         found = r[i].algo, math = r[i].mathType, mem = r[i].memory;
@@ -255,13 +272,14 @@ static int algo_pick(conv_desc *d, const conv_geom *g, nn_dtype dt, int kind, in
   size_t need = 0;
   cudnnStatus_t st;
   if (kind == CONV_FWD)
-    st = cudnnGetConvolutionForwardWorkspaceSize(dnn, d->x, d->w, d->c, d->y, (cudnnConvolutionFwdAlgo_t)found, &need);
+    st = cudnnGetConvolutionForwardWorkspaceSize(dnn, d->x, d->w, d->c, d->y,
+                                                 (cudnnConvolutionFwdAlgo_t)found, &need);
   else if (kind == CONV_BWD_DATA)
     st = cudnnGetConvolutionBackwardDataWorkspaceSize(dnn, d->w, d->y, d->c, d->x,
                                                       (cudnnConvolutionBwdDataAlgo_t)found, &need);
   else
-    st = cudnnGetConvolutionBackwardFilterWorkspaceSize(dnn, d->x, d->y, d->c, d->w,
-                                                        (cudnnConvolutionBwdFilterAlgo_t)found, &need);
+    st = cudnnGetConvolutionBackwardFilterWorkspaceSize(
+        dnn, d->x, d->y, d->c, d->w, (cudnnConvolutionBwdFilterAlgo_t)found, &need);
   if ((rc = dnn_check(st, op))) return rc;
   *algo = found;
   *ws = need > mem ? need : mem;
@@ -273,8 +291,10 @@ static int algo_pick(conv_desc *d, const conv_geom *g, nn_dtype dt, int kind, in
   return NN_OK;
 }
 
-/* One convolution pass. fwd: y = conv(x, w); bwd data: x = conv^T(y, w); bwd filter: w = x (*) y. */
-static int conv_run(int kind, const conv_geom *g, nn_dtype dt, void *x, void *w, void *y, const char *op) {
+/* One convolution pass. fwd: y = conv(x, w); bwd data: x = conv^T(y, w); bwd filter: w = x (*) y.
+ */
+static int conv_run(int kind, const conv_geom *g, nn_dtype dt, void *x, void *w, void *y,
+                    const char *op) {
   conv_desc d;
   int rc = desc_init(&d, g, dt, op);
   if (rc) return rc;
@@ -290,14 +310,19 @@ static int conv_run(int kind, const conv_geom *g, nn_dtype dt, void *x, void *w,
     const void *al = dt == NN_DTYPE_F32 ? (const void *)&af : (const void *)&ad;
     const void *be = dt == NN_DTYPE_F32 ? (const void *)&bf : (const void *)&bd;
     if (kind == CONV_FWD)
-      rc = dnn_check(cudnnConvolutionForward(dnn, al, d.x, x, d.w, w, d.c, (cudnnConvolutionFwdAlgo_t)algo, wp,
-                                             wsz, be, d.y, y), op);
+      rc = dnn_check(cudnnConvolutionForward(dnn, al, d.x, x, d.w, w, d.c,
+                                             (cudnnConvolutionFwdAlgo_t)algo, wp, wsz, be, d.y, y),
+                     op);
     else if (kind == CONV_BWD_DATA)
       rc = dnn_check(cudnnConvolutionBackwardData(dnn, al, d.w, w, d.y, y, d.c,
-                                                  (cudnnConvolutionBwdDataAlgo_t)algo, wp, wsz, be, d.x, x), op);
+                                                  (cudnnConvolutionBwdDataAlgo_t)algo, wp, wsz, be,
+                                                  d.x, x),
+                     op);
     else
       rc = dnn_check(cudnnConvolutionBackwardFilter(dnn, al, d.x, x, d.y, y, d.c,
-                                                    (cudnnConvolutionBwdFilterAlgo_t)algo, wp, wsz, be, d.w, w), op);
+                                                    (cudnnConvolutionBwdFilterAlgo_t)algo, wp, wsz,
+                                                    be, d.w, w),
+                     op);
   }
   nn_tensor_free(ws); /* stream order keeps the workspace alive for the queued work */
   desc_free(&d);
@@ -310,10 +335,13 @@ static int conv_run(int kind, const conv_geom *g, nn_dtype dt, void *x, void *w,
 
 enum { CONV_FWD, CONV_BWD_DATA, CONV_BWD_FILTER };
 
-template <class T> static __global__ void conv_fwd_kernel(T *y, const T *x, const T *w, conv_geom g) {
+template <class T>
+static __global__ void conv_fwd_kernel(T *y, const T *x, const T *w, conv_geom g) {
   int64_t Cg = g.C / g.G, Og = g.O / g.G, n_out = g.N * g.O * g.OH * g.OW;
-  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n_out; i += (int64_t)gridDim.x * blockDim.x) {
-    int64_t ow = i % g.OW, oh = i / g.OW % g.OH, o = i / (g.OW * g.OH) % g.O, n = i / (g.OW * g.OH * g.O);
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n_out;
+       i += (int64_t)gridDim.x * blockDim.x) {
+    int64_t ow = i % g.OW, oh = i / g.OW % g.OH, o = i / (g.OW * g.OH) % g.O,
+            n = i / (g.OW * g.OH * g.O);
     int64_t grp = o / Og;
     T s = 0;
     for (int64_t c = 0; c < Cg; c++)
@@ -323,16 +351,19 @@ template <class T> static __global__ void conv_fwd_kernel(T *y, const T *x, cons
         for (int64_t kw = 0; kw < g.KW; kw++) {
           int64_t iw = ow * g.sw - g.pw + kw * g.dw;
           if (iw < 0 || iw >= g.W) continue;
-          s += x[((n * g.C + grp * Cg + c) * g.H + ih) * g.W + iw] * w[((o * Cg + c) * g.KH + kh) * g.KW + kw];
+          s += x[((n * g.C + grp * Cg + c) * g.H + ih) * g.W + iw] *
+               w[((o * Cg + c) * g.KH + kh) * g.KW + kw];
         }
       }
     y[i] = s;
   }
 }
 
-template <class T> static __global__ void conv_bwd_data_kernel(T *dx, const T *w, const T *dy, conv_geom g) {
+template <class T>
+static __global__ void conv_bwd_data_kernel(T *dx, const T *w, const T *dy, conv_geom g) {
   int64_t Cg = g.C / g.G, Og = g.O / g.G, n_in = g.N * g.C * g.H * g.W;
-  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n_in; i += (int64_t)gridDim.x * blockDim.x) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n_in;
+       i += (int64_t)gridDim.x * blockDim.x) {
     int64_t iw = i % g.W, ih = i / g.W % g.H, c = i / (g.W * g.H) % g.C, n = i / (g.W * g.H * g.C);
     int64_t grp = c / Cg, cg = c % Cg;
     T s = 0;
@@ -348,7 +379,8 @@ template <class T> static __global__ void conv_bwd_data_kernel(T *dx, const T *w
           if (u < 0 || u % g.sw) continue;
           int64_t ow = u / g.sw;
           if (ow >= g.OW) continue;
-          s += dy[((n * g.O + o) * g.OH + oh) * g.OW + ow] * w[((o * Cg + cg) * g.KH + kh) * g.KW + kw];
+          s += dy[((n * g.O + o) * g.OH + oh) * g.OW + ow] *
+               w[((o * Cg + cg) * g.KH + kh) * g.KW + kw];
         }
       }
     }
@@ -356,10 +388,13 @@ template <class T> static __global__ void conv_bwd_data_kernel(T *dx, const T *w
   }
 }
 
-template <class T> static __global__ void conv_bwd_filter_kernel(T *dw, const T *x, const T *dy, conv_geom g) {
+template <class T>
+static __global__ void conv_bwd_filter_kernel(T *dw, const T *x, const T *dy, conv_geom g) {
   int64_t Cg = g.C / g.G, Og = g.O / g.G, n_w = g.O * Cg * g.KH * g.KW;
-  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n_w; i += (int64_t)gridDim.x * blockDim.x) {
-    int64_t kw = i % g.KW, kh = i / g.KW % g.KH, c = i / (g.KW * g.KH) % Cg, o = i / (g.KW * g.KH * Cg);
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n_w;
+       i += (int64_t)gridDim.x * blockDim.x) {
+    int64_t kw = i % g.KW, kh = i / g.KW % g.KH, c = i / (g.KW * g.KH) % Cg,
+            o = i / (g.KW * g.KH * Cg);
     int64_t grp = o / Og;
     double s = 0;
     for (int64_t n = 0; n < g.N; n++)
@@ -369,27 +404,38 @@ template <class T> static __global__ void conv_bwd_filter_kernel(T *dw, const T 
         for (int64_t ow = 0; ow < g.OW; ow++) {
           int64_t iw = ow * g.sw - g.pw + kw * g.dw;
           if (iw < 0 || iw >= g.W) continue;
-          s += (double)dy[((n * g.O + o) * g.OH + oh) * g.OW + ow] * x[((n * g.C + grp * Cg + c) * g.H + ih) * g.W + iw];
+          s += (double)dy[((n * g.O + o) * g.OH + oh) * g.OW + ow] *
+               x[((n * g.C + grp * Cg + c) * g.H + ih) * g.W + iw];
         }
       }
     dw[i] = (T)s;
   }
 }
 
-static int conv_run(int kind, const conv_geom *g, nn_dtype dt, void *x, void *w, void *y, const char *op) {
-  int64_t n = kind == CONV_FWD ? g->N * g->O * g->OH * g->OW
+static int conv_run(int kind, const conv_geom *g, nn_dtype dt, void *x, void *w, void *y,
+                    const char *op) {
+  int64_t n = kind == CONV_FWD        ? g->N * g->O * g->OH * g->OW
               : kind == CONV_BWD_DATA ? g->N * g->C * g->H * g->W
                                       : g->O * (g->C / g->G) * g->KH * g->KW;
   unsigned b = cu_blocks(n, CU_THREADS);
   cudaStream_t s = cu_stream();
   if (dt == NN_DTYPE_F32) {
-    if (kind == CONV_FWD) conv_fwd_kernel<float><<<b, CU_THREADS, 0, s>>>((float *)y, (float *)x, (float *)w, *g);
-    else if (kind == CONV_BWD_DATA) conv_bwd_data_kernel<float><<<b, CU_THREADS, 0, s>>>((float *)x, (float *)w, (float *)y, *g);
-    else conv_bwd_filter_kernel<float><<<b, CU_THREADS, 0, s>>>((float *)w, (float *)x, (float *)y, *g);
+    if (kind == CONV_FWD)
+      conv_fwd_kernel<float><<<b, CU_THREADS, 0, s>>>((float *)y, (float *)x, (float *)w, *g);
+    else if (kind == CONV_BWD_DATA)
+      conv_bwd_data_kernel<float><<<b, CU_THREADS, 0, s>>>((float *)x, (float *)w, (float *)y, *g);
+    else
+      conv_bwd_filter_kernel<float>
+          <<<b, CU_THREADS, 0, s>>>((float *)w, (float *)x, (float *)y, *g);
   } else {
-    if (kind == CONV_FWD) conv_fwd_kernel<double><<<b, CU_THREADS, 0, s>>>((double *)y, (double *)x, (double *)w, *g);
-    else if (kind == CONV_BWD_DATA) conv_bwd_data_kernel<double><<<b, CU_THREADS, 0, s>>>((double *)x, (double *)w, (double *)y, *g);
-    else conv_bwd_filter_kernel<double><<<b, CU_THREADS, 0, s>>>((double *)w, (double *)x, (double *)y, *g);
+    if (kind == CONV_FWD)
+      conv_fwd_kernel<double><<<b, CU_THREADS, 0, s>>>((double *)y, (double *)x, (double *)w, *g);
+    else if (kind == CONV_BWD_DATA)
+      conv_bwd_data_kernel<double>
+          <<<b, CU_THREADS, 0, s>>>((double *)x, (double *)w, (double *)y, *g);
+    else
+      conv_bwd_filter_kernel<double>
+          <<<b, CU_THREADS, 0, s>>>((double *)w, (double *)x, (double *)y, *g);
   }
   return CU_LAUNCHED(op);
 }
@@ -401,27 +447,32 @@ static int cuda_conv2d(nn_tensor *const *out, nn_tensor *const *in, const nn_op_
   if (nn_tensor_numel(o) == 0) return NN_OK;
   int rc = packed(&xc, in[0]);
   if (!rc) rc = packed(&wc, in[1]);
-  if (!rc) rc = conv_run(CONV_FWD, &g, o->dtype, nn_tensor_data(xc), nn_tensor_data(wc), nn_tensor_data(o), "conv2d");
+  if (!rc)
+    rc = conv_run(CONV_FWD, &g, o->dtype, nn_tensor_data(xc), nn_tensor_data(wc), nn_tensor_data(o),
+                  "conv2d");
   if (!rc && in[2]) rc = bias_add(o, in[2]);
   nn_tensor_free(xc);
   nn_tensor_free(wc);
   return rc;
 }
 
-static int cuda_conv2d_backward_input(nn_tensor *const *out, nn_tensor *const *in, const nn_op_params *p) {
+static int cuda_conv2d_backward_input(nn_tensor *const *out, nn_tensor *const *in,
+                                      const nn_op_params *p) {
   nn_tensor *dx = out[0], *dc = NULL, *wc = NULL;
   conv_geom g = geom_of(dx->shape, in[1]->shape, in[0]->shape, p);
   if (nn_tensor_numel(dx) == 0) return NN_OK;
   int rc = packed(&dc, in[0]);
   if (!rc) rc = packed(&wc, in[1]);
-  if (!rc) rc = conv_run(CONV_BWD_DATA, &g, dx->dtype, nn_tensor_data(dx), nn_tensor_data(wc), nn_tensor_data(dc),
-                         "conv2d_backward_input");
+  if (!rc)
+    rc = conv_run(CONV_BWD_DATA, &g, dx->dtype, nn_tensor_data(dx), nn_tensor_data(wc),
+                  nn_tensor_data(dc), "conv2d_backward_input");
   nn_tensor_free(dc);
   nn_tensor_free(wc);
   return rc;
 }
 
-static int cuda_conv2d_backward_weight(nn_tensor *const *out, nn_tensor *const *in, const nn_op_params *p) {
+static int cuda_conv2d_backward_weight(nn_tensor *const *out, nn_tensor *const *in,
+                                       const nn_op_params *p) {
   nn_tensor *dw = out[0], *db = p->i[7] ? out[1] : NULL, *dc = NULL, *xc = NULL;
   conv_geom g = geom_of(in[1]->shape, dw->shape, in[0]->shape, p);
   int rc = NN_OK;
@@ -432,8 +483,9 @@ static int cuda_conv2d_backward_weight(nn_tensor *const *out, nn_tensor *const *
   }
   rc = packed(&dc, in[0]);
   if (!rc) rc = packed(&xc, in[1]);
-  if (!rc) rc = conv_run(CONV_BWD_FILTER, &g, dw->dtype, nn_tensor_data(xc), nn_tensor_data(dw), nn_tensor_data(dc),
-                         "conv2d_backward_weight");
+  if (!rc)
+    rc = conv_run(CONV_BWD_FILTER, &g, dw->dtype, nn_tensor_data(xc), nn_tensor_data(dw),
+                  nn_tensor_data(dc), "conv2d_backward_weight");
   if (!rc && db) rc = bias_sum(db, dc);
   nn_tensor_free(dc);
   nn_tensor_free(xc);
@@ -457,10 +509,11 @@ static pool_geom pool_of(const int64_t *xs, const int64_t *os, const nn_op_param
 
 /* out (contiguous planes) = window max in the CPU's scan order; idx = ih*W + iw */
 template <class T>
-static __global__ void maxpool_kernel(T *o, int64_t *idx, const T *x, pool_geom g, int64_t s0, int64_t s1,
-                                      int64_t s2, int64_t s3) {
+static __global__ void maxpool_kernel(T *o, int64_t *idx, const T *x, pool_geom g, int64_t s0,
+                                      int64_t s1, int64_t s2, int64_t s3) {
   int64_t n_out = g.N * g.C * g.OH * g.OW;
-  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n_out; i += (int64_t)gridDim.x * blockDim.x) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n_out;
+       i += (int64_t)gridDim.x * blockDim.x) {
     int64_t ow = i % g.OW, oh = i / g.OW % g.OH, pl = i / (g.OW * g.OH), n = pl / g.C, c = pl % g.C;
     int64_t h0 = oh * g.sh - g.ph, h1 = h0 + g.kh < g.H ? h0 + g.kh : g.H;
     int64_t w0 = ow * g.sw - g.pw, w1 = w0 + g.kw < g.W ? w0 + g.kw : g.W;
@@ -490,18 +543,20 @@ static int cuda_maxpool2d(nn_tensor *const *out, nn_tensor *const *in, const nn_
   const int64_t *s = x->stride;
   unsigned b = cu_blocks(n, CU_THREADS);
   if (x->dtype == NN_DTYPE_F32)
-    maxpool_kernel<float><<<b, CU_THREADS, 0, cu_stream()>>>(cu_ptr<float>(out[0]), cu_ptr<int64_t>(out[1]),
-                                                             cu_ptr<float>(x), g, s[0], s[1], s[2], s[3]);
+    maxpool_kernel<float>
+        <<<b, CU_THREADS, 0, cu_stream()>>>(cu_ptr<float>(out[0]), cu_ptr<int64_t>(out[1]),
+                                            cu_ptr<float>(x), g, s[0], s[1], s[2], s[3]);
   else
-    maxpool_kernel<double><<<b, CU_THREADS, 0, cu_stream()>>>(cu_ptr<double>(out[0]), cu_ptr<int64_t>(out[1]),
-                                                              cu_ptr<double>(x), g, s[0], s[1], s[2], s[3]);
+    maxpool_kernel<double>
+        <<<b, CU_THREADS, 0, cu_stream()>>>(cu_ptr<double>(out[0]), cu_ptr<int64_t>(out[1]),
+                                            cu_ptr<double>(x), g, s[0], s[1], s[2], s[3]);
   return CU_LAUNCHED("max_pool2d");
 }
 
 /* Output rows [*a, *b) whose windows (stride s, kernel k, padding pd) can hold input row i;
  * callers check the exact window. */
-static __device__ __forceinline__ void covering(int64_t i, int64_t k, int64_t s, int64_t pd, int64_t n_out,
-                                                int64_t *a, int64_t *b) {
+static __device__ __forceinline__ void covering(int64_t i, int64_t k, int64_t s, int64_t pd,
+                                                int64_t n_out, int64_t *a, int64_t *b) {
   int64_t t = i + pd - k + 1; /* o*s > i + pd - k  <=> window end beyond i */
   int64_t lo = t <= 0 ? 0 : (t + s - 1) / s, hi = (i + pd) / s + 1;
   *a = lo;
@@ -511,10 +566,11 @@ static __device__ __forceinline__ void covering(int64_t i, int64_t k, int64_t s,
 /* dx (contiguous) [ih, iw] = sum of dout over the outputs whose argmax is (ih, iw), in (oh, ow)
  * order: the CPU's scatter, as a gather */
 template <class T>
-static __global__ void maxpool_bwd_kernel(T *dx, const T *dout, const int64_t *idx, pool_geom g, int64_t d0,
-                                          int64_t d1, int64_t d2, int64_t d3) {
+static __global__ void maxpool_bwd_kernel(T *dx, const T *dout, const int64_t *idx, pool_geom g,
+                                          int64_t d0, int64_t d1, int64_t d2, int64_t d3) {
   int64_t n_in = g.N * g.C * g.H * g.W;
-  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n_in; i += (int64_t)gridDim.x * blockDim.x) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n_in;
+       i += (int64_t)gridDim.x * blockDim.x) {
     int64_t iw = i % g.W, ih = i / g.W % g.H, pl = i / (g.W * g.H), n = pl / g.C, c = pl % g.C;
     int64_t oh0, oh1, ow0, ow1, me = ih * g.W + iw;
     covering(ih, g.kh, g.sh, g.ph, g.OH, &oh0, &oh1);
@@ -528,7 +584,8 @@ static __global__ void maxpool_bwd_kernel(T *dx, const T *dout, const int64_t *i
   }
 }
 
-static int cuda_maxpool2d_backward(nn_tensor *const *out, nn_tensor *const *in, const nn_op_params *p) {
+static int cuda_maxpool2d_backward(nn_tensor *const *out, nn_tensor *const *in,
+                                   const nn_op_params *p) {
   nn_tensor *dx = out[0], *dout = in[0];
   pool_geom g = pool_of(dx->shape, dout->shape, p);
   int64_t n = nn_tensor_numel(dx);
@@ -536,17 +593,19 @@ static int cuda_maxpool2d_backward(nn_tensor *const *out, nn_tensor *const *in, 
   const int64_t *s = dout->stride;
   unsigned b = cu_blocks(n, CU_THREADS);
   if (dx->dtype == NN_DTYPE_F32)
-    maxpool_bwd_kernel<float><<<b, CU_THREADS, 0, cu_stream()>>>(cu_ptr<float>(dx), cu_ptr<float>(dout),
-                                                                 cu_ptr<int64_t>(in[1]), g, s[0], s[1], s[2], s[3]);
+    maxpool_bwd_kernel<float><<<b, CU_THREADS, 0, cu_stream()>>>(
+        cu_ptr<float>(dx), cu_ptr<float>(dout), cu_ptr<int64_t>(in[1]), g, s[0], s[1], s[2], s[3]);
   else
-    maxpool_bwd_kernel<double><<<b, CU_THREADS, 0, cu_stream()>>>(cu_ptr<double>(dx), cu_ptr<double>(dout),
-                                                                  cu_ptr<int64_t>(in[1]), g, s[0], s[1], s[2], s[3]);
+    maxpool_bwd_kernel<double>
+        <<<b, CU_THREADS, 0, cu_stream()>>>(cu_ptr<double>(dx), cu_ptr<double>(dout),
+                                            cu_ptr<int64_t>(in[1]), g, s[0], s[1], s[2], s[3]);
   return CU_LAUNCHED("max_pool2d_backward");
 }
 
 /* The window of output (oh, ow) clipped to the input, and its divisor (cpu_nnet.c's avg_window). */
-static __device__ __forceinline__ void avg_window(const pool_geom &g, int64_t oh, int64_t ow, int64_t *h0,
-                                                  int64_t *h1, int64_t *w0, int64_t *w1, double *div) {
+static __device__ __forceinline__ void avg_window(const pool_geom &g, int64_t oh, int64_t ow,
+                                                  int64_t *h0, int64_t *h1, int64_t *w0,
+                                                  int64_t *w1, double *div) {
   int64_t a = oh * g.sh - g.ph, b = ow * g.sw - g.pw;
   int64_t ae = a + g.kh < g.H + g.ph ? a + g.kh : g.H + g.ph;
   int64_t be = b + g.kw < g.W + g.pw ? b + g.kw : g.W + g.pw;
@@ -559,9 +618,11 @@ static __device__ __forceinline__ void avg_window(const pool_geom &g, int64_t oh
 }
 
 template <class T>
-static __global__ void avgpool_kernel(T *o, const T *x, pool_geom g, int64_t s0, int64_t s1, int64_t s2, int64_t s3) {
+static __global__ void avgpool_kernel(T *o, const T *x, pool_geom g, int64_t s0, int64_t s1,
+                                      int64_t s2, int64_t s3) {
   int64_t n_out = g.N * g.C * g.OH * g.OW;
-  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n_out; i += (int64_t)gridDim.x * blockDim.x) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n_out;
+       i += (int64_t)gridDim.x * blockDim.x) {
     int64_t ow = i % g.OW, oh = i / g.OW % g.OH, pl = i / (g.OW * g.OH), n = pl / g.C, c = pl % g.C;
     int64_t h0, h1, w0, w1;
     double div, s = 0;
@@ -581,18 +642,22 @@ static int cuda_avgpool2d(nn_tensor *const *out, nn_tensor *const *in, const nn_
   const int64_t *s = x->stride;
   unsigned b = cu_blocks(n, CU_THREADS);
   if (x->dtype == NN_DTYPE_F32)
-    avgpool_kernel<float><<<b, CU_THREADS, 0, cu_stream()>>>(cu_ptr<float>(out[0]), cu_ptr<float>(x), g, s[0], s[1], s[2], s[3]);
+    avgpool_kernel<float><<<b, CU_THREADS, 0, cu_stream()>>>(
+        cu_ptr<float>(out[0]), cu_ptr<float>(x), g, s[0], s[1], s[2], s[3]);
   else
-    avgpool_kernel<double><<<b, CU_THREADS, 0, cu_stream()>>>(cu_ptr<double>(out[0]), cu_ptr<double>(x), g, s[0], s[1], s[2], s[3]);
+    avgpool_kernel<double><<<b, CU_THREADS, 0, cu_stream()>>>(
+        cu_ptr<double>(out[0]), cu_ptr<double>(x), g, s[0], s[1], s[2], s[3]);
   return CU_LAUNCHED("avg_pool2d");
 }
 
-/* dx [ih, iw] = sum over the outputs whose clipped window holds it of (T)(dout / div), (oh, ow) order */
+/* dx [ih, iw] = sum over the outputs whose clipped window holds it of (T)(dout / div), (oh, ow)
+ * order */
 template <class T>
-static __global__ void avgpool_bwd_kernel(T *dx, const T *dout, pool_geom g, int64_t d0, int64_t d1, int64_t d2,
-                                          int64_t d3) {
+static __global__ void avgpool_bwd_kernel(T *dx, const T *dout, pool_geom g, int64_t d0, int64_t d1,
+                                          int64_t d2, int64_t d3) {
   int64_t n_in = g.N * g.C * g.H * g.W;
-  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n_in; i += (int64_t)gridDim.x * blockDim.x) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n_in;
+       i += (int64_t)gridDim.x * blockDim.x) {
     int64_t iw = i % g.W, ih = i / g.W % g.H, pl = i / (g.W * g.H), n = pl / g.C, c = pl % g.C;
     int64_t oh0, oh1, ow0, ow1;
     covering(ih, g.kh, g.sh, g.ph, g.OH, &oh0, &oh1);
@@ -610,7 +675,8 @@ static __global__ void avgpool_bwd_kernel(T *dx, const T *dout, pool_geom g, int
   }
 }
 
-static int cuda_avgpool2d_backward(nn_tensor *const *out, nn_tensor *const *in, const nn_op_params *p) {
+static int cuda_avgpool2d_backward(nn_tensor *const *out, nn_tensor *const *in,
+                                   const nn_op_params *p) {
   nn_tensor *dx = out[0], *dout = in[0];
   pool_geom g = pool_of(dx->shape, dout->shape, p);
   int64_t n = nn_tensor_numel(dx);
@@ -618,9 +684,11 @@ static int cuda_avgpool2d_backward(nn_tensor *const *out, nn_tensor *const *in, 
   const int64_t *s = dout->stride;
   unsigned b = cu_blocks(n, CU_THREADS);
   if (dx->dtype == NN_DTYPE_F32)
-    avgpool_bwd_kernel<float><<<b, CU_THREADS, 0, cu_stream()>>>(cu_ptr<float>(dx), cu_ptr<float>(dout), g, s[0], s[1], s[2], s[3]);
+    avgpool_bwd_kernel<float><<<b, CU_THREADS, 0, cu_stream()>>>(
+        cu_ptr<float>(dx), cu_ptr<float>(dout), g, s[0], s[1], s[2], s[3]);
   else
-    avgpool_bwd_kernel<double><<<b, CU_THREADS, 0, cu_stream()>>>(cu_ptr<double>(dx), cu_ptr<double>(dout), g, s[0], s[1], s[2], s[3]);
+    avgpool_bwd_kernel<double><<<b, CU_THREADS, 0, cu_stream()>>>(
+        cu_ptr<double>(dx), cu_ptr<double>(dout), g, s[0], s[1], s[2], s[3]);
   return CU_LAUNCHED("avg_pool2d_backward");
 }
 
@@ -637,23 +705,26 @@ static bn_geom bn_of(const nn_tensor *x) {
   return g;
 }
 
-template <class T> static __device__ __forceinline__ double at(const T *t, int64_t s, int64_t i, double dflt) {
+template <class T>
+static __device__ __forceinline__ double at(const T *t, int64_t s, int64_t i, double dflt) {
   return t ? (double)t[i * s] : dflt;
 }
 
 /* per channel (one block each): statistics, outputs mean/invstd, the running-stat update and
  * the affine coefficients ka = is*w, kb = b - mean*ka (double) */
 template <class T>
-static __global__ void bn_stats_kernel(const T *x, bn_geom g, int training, double momentum, double eps,
-                                       const T *w, int64_t ws, const T *b, int64_t bs, T *rm, int64_t rms, T *rv,
-                                       int64_t rvs, T *om, int64_t oms, T *oi, int64_t ois, double *k) {
+static __global__ void bn_stats_kernel(const T *x, bn_geom g, int training, double momentum,
+                                       double eps, const T *w, int64_t ws, const T *b, int64_t bs,
+                                       T *rm, int64_t rms, T *rv, int64_t rvs, T *om, int64_t oms,
+                                       T *oi, int64_t ois, double *k) {
   __shared__ double sh[32];
   int64_t M = g.N * g.S;
   for (int64_t c = blockIdx.x; c < g.C; c += gridDim.x) {
     double mean, var;
     if (training) {
       double s = 0;
-      for (int64_t i = threadIdx.x; i < M; i += blockDim.x) s += (double)x[(i / g.S * g.C + c) * g.S + i % g.S];
+      for (int64_t i = threadIdx.x; i < M; i += blockDim.x)
+        s += (double)x[(i / g.S * g.C + c) * g.S + i % g.S];
       mean = cu_block_sum(s, sh) / (double)M;
       double q = 0;
       for (int64_t i = threadIdx.x; i < M; i += blockDim.x) {
@@ -673,7 +744,8 @@ static __global__ void bn_stats_kernel(const T *x, bn_geom g, int training, doub
       k[g.C + c] = at(b, bs, c, 0.0) - mean * ka;
       if (training && rm) rm[c * rms] = (T)((1 - momentum) * at(rm, rms, c, 0.0) + momentum * mean);
       if (training && rv)
-        rv[c * rvs] = (T)((1 - momentum) * at(rv, rvs, c, 0.0) + momentum * var * (double)M / (double)(M - 1));
+        rv[c * rvs] = (T)((1 - momentum) * at(rv, rvs, c, 0.0) +
+                          momentum * var * (double)M / (double)(M - 1));
     }
   }
 }
@@ -682,17 +754,21 @@ static __global__ void bn_stats_kernel(const T *x, bn_geom g, int training, doub
 template <class T>
 static __global__ void bn_apply_kernel(T *y, const T *a, const T *x2, const double *k, bn_geom g) {
   int64_t n = g.N * g.C * g.S;
-  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+       i += (int64_t)gridDim.x * blockDim.x) {
     int64_t c = i / g.S % g.C;
-    if (x2) y[i] = a[i] * (T)k[c] + x2[i] * (T)k[g.C + c] + (T)k[2 * g.C + c];
-    else y[i] = a[i] * (T)k[c] + (T)k[g.C + c];
+    if (x2)
+      y[i] = a[i] * (T)k[c] + x2[i] * (T)k[g.C + c] + (T)k[2 * g.C + c];
+    else
+      y[i] = a[i] * (T)k[c] + (T)k[g.C + c];
   }
 }
 
 template <class T> static const T *opt_ptr(const nn_tensor *t) { return t ? cu_ptr<T>(t) : NULL; }
 static int64_t opt_stride(const nn_tensor *t) { return t ? t->stride[0] : 0; }
 
-template <class T> static int bn_run(nn_tensor *const *out, nn_tensor *const *in, const nn_op_params *p) {
+template <class T>
+static int bn_run(nn_tensor *const *out, nn_tensor *const *in, const nn_op_params *p) {
   nn_tensor *x = in[0], *w = in[1], *b = in[2], *rm = out[3], *rv = out[4], *scr = NULL;
   bn_geom g = bn_of(x);
   if (g.C == 0) return NN_OK;
@@ -703,13 +779,14 @@ template <class T> static int bn_run(nn_tensor *const *out, nn_tensor *const *in
   if (rc) return rc;
   unsigned blocks = (unsigned)(g.C < 65535 ? g.C : 65535);
   bn_stats_kernel<T><<<blocks, 256, 0, cu_stream()>>>(
-      cu_ptr<T>(x), g, training, p->f[0], p->f[1], opt_ptr<T>(w), opt_stride(w), opt_ptr<T>(b), opt_stride(b),
-      rmi ? cu_ptr<T>(rmi) : NULL, opt_stride(rmi), rvi ? cu_ptr<T>(rvi) : NULL, opt_stride(rvi), cu_ptr<T>(out[1]),
-      out[1]->stride[0], cu_ptr<T>(out[2]), out[2]->stride[0], (double *)k);
+      cu_ptr<T>(x), g, training, p->f[0], p->f[1], opt_ptr<T>(w), opt_stride(w), opt_ptr<T>(b),
+      opt_stride(b), rmi ? cu_ptr<T>(rmi) : NULL, opt_stride(rmi), rvi ? cu_ptr<T>(rvi) : NULL,
+      opt_stride(rvi), cu_ptr<T>(out[1]), out[1]->stride[0], cu_ptr<T>(out[2]), out[2]->stride[0],
+      (double *)k);
   int64_t n = g.N * g.C * g.S;
   if (n)
-    bn_apply_kernel<T><<<cu_blocks(n, CU_THREADS), CU_THREADS, 0, cu_stream()>>>(cu_ptr<T>(out[0]), cu_ptr<T>(x),
-                                                                                  NULL, (const double *)k, g);
+    bn_apply_kernel<T><<<cu_blocks(n, CU_THREADS), CU_THREADS, 0, cu_stream()>>>(
+        cu_ptr<T>(out[0]), cu_ptr<T>(x), NULL, (const double *)k, g);
   rc = CU_LAUNCHED("batch_norm");
   nn_tensor_free(scr);
   return rc;
@@ -721,8 +798,9 @@ static int cuda_batchnorm(nn_tensor *const *out, nn_tensor *const *in, const nn_
 
 /* out (2, C) = {sum dy, sum dy * (x - mean) * invstd} per channel */
 template <class T>
-static __global__ void bn_reduce_kernel(T *o, int64_t o0, int64_t o1, const T *dy, const T *x, bn_geom g,
-                                        const T *mean, int64_t ms, const T *inv, int64_t is) {
+static __global__ void bn_reduce_kernel(T *o, int64_t o0, int64_t o1, const T *dy, const T *x,
+                                        bn_geom g, const T *mean, int64_t ms, const T *inv,
+                                        int64_t is) {
   __shared__ double sh[32];
   int64_t M = g.N * g.S;
   for (int64_t c = blockIdx.x; c < g.C; c += gridDim.x) {
@@ -746,24 +824,28 @@ template <class T> static int bnr_run(nn_tensor *const *out, nn_tensor *const *i
   bn_geom g = bn_of(in[1]);
   if (g.C == 0) return NN_OK;
   unsigned blocks = (unsigned)(g.C < 65535 ? g.C : 65535);
-  bn_reduce_kernel<T><<<blocks, 256, 0, cu_stream()>>>(cu_ptr<T>(out[0]), out[0]->stride[0], out[0]->stride[1],
-                                                       cu_ptr<T>(in[0]), cu_ptr<T>(in[1]), g, opt_ptr<T>(in[2]),
-                                                       opt_stride(in[2]), opt_ptr<T>(in[3]), opt_stride(in[3]));
+  bn_reduce_kernel<T><<<blocks, 256, 0, cu_stream()>>>(
+      cu_ptr<T>(out[0]), out[0]->stride[0], out[0]->stride[1], cu_ptr<T>(in[0]), cu_ptr<T>(in[1]),
+      g, opt_ptr<T>(in[2]), opt_stride(in[2]), opt_ptr<T>(in[3]), opt_stride(in[3]));
   return CU_LAUNCHED("batch_norm_backward_reduce");
 }
 
-static int cuda_batchnorm_backward_reduce(nn_tensor *const *out, nn_tensor *const *in, const nn_op_params *p) {
+static int cuda_batchnorm_backward_reduce(nn_tensor *const *out, nn_tensor *const *in,
+                                          const nn_op_params *p) {
   (void)p;
   return in[1]->dtype == NN_DTYPE_F32 ? bnr_run<float>(out, in) : bnr_run<double>(out, in);
 }
 
 /* k1 = w*is; training: k2 = -k1*is*sdyxh/M, k3 = -k1*sdy/M - k2*m (Ioffe & Szegedy) */
 template <class T>
-static __global__ void bn_bwk_kernel(double *k, bn_geom g, const T *w, int64_t ws, const T *mean, int64_t ms,
-                                     const T *inv, int64_t is, const T *sums, int64_t s0, int64_t s1, int training) {
+static __global__ void bn_bwk_kernel(double *k, bn_geom g, const T *w, int64_t ws, const T *mean,
+                                     int64_t ms, const T *inv, int64_t is, const T *sums,
+                                     int64_t s0, int64_t s1, int training) {
   double M = (double)(g.N * g.S);
-  for (int64_t c = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; c < g.C; c += (int64_t)gridDim.x * blockDim.x) {
-    double iv = at(inv, is, c, 1.0), m = at(mean, ms, c, 0.0), a = at(w, ws, c, 1.0) * iv, k2 = 0, k3 = 0;
+  for (int64_t c = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; c < g.C;
+       c += (int64_t)gridDim.x * blockDim.x) {
+    double iv = at(inv, is, c, 1.0), m = at(mean, ms, c, 0.0), a = at(w, ws, c, 1.0) * iv, k2 = 0,
+           k3 = 0;
     if (training) {
       double sdy = sums[c * s1], sdyxh = sums[s0 + c * s1];
       k2 = -a * iv * sdyxh / M;
@@ -775,7 +857,8 @@ static __global__ void bn_bwk_kernel(double *k, bn_geom g, const T *w, int64_t w
   }
 }
 
-template <class T> static int bnb_run(nn_tensor *const *out, nn_tensor *const *in, const nn_op_params *p) {
+template <class T>
+static int bnb_run(nn_tensor *const *out, nn_tensor *const *in, const nn_op_params *p) {
   nn_tensor *x = in[1], *sums = in[5], *scr = NULL;
   bn_geom g = bn_of(x);
   if (g.C == 0) return NN_OK;
@@ -784,18 +867,20 @@ template <class T> static int bnb_run(nn_tensor *const *out, nn_tensor *const *i
   if (rc) return rc;
   bool tr = p->i[0] != 0;
   bn_bwk_kernel<T><<<cu_blocks(g.C, CU_THREADS), CU_THREADS, 0, cu_stream()>>>(
-      (double *)k, g, opt_ptr<T>(in[2]), opt_stride(in[2]), opt_ptr<T>(in[3]), opt_stride(in[3]), opt_ptr<T>(in[4]),
-      opt_stride(in[4]), tr ? cu_ptr<T>(sums) : NULL, tr ? sums->stride[0] : 0, tr ? sums->stride[1] : 0, tr);
+      (double *)k, g, opt_ptr<T>(in[2]), opt_stride(in[2]), opt_ptr<T>(in[3]), opt_stride(in[3]),
+      opt_ptr<T>(in[4]), opt_stride(in[4]), tr ? cu_ptr<T>(sums) : NULL, tr ? sums->stride[0] : 0,
+      tr ? sums->stride[1] : 0, tr);
   int64_t n = g.N * g.C * g.S;
   if (n)
-    bn_apply_kernel<T><<<cu_blocks(n, CU_THREADS), CU_THREADS, 0, cu_stream()>>>(cu_ptr<T>(out[0]), cu_ptr<T>(in[0]),
-                                                                                  cu_ptr<T>(x), (const double *)k, g);
+    bn_apply_kernel<T><<<cu_blocks(n, CU_THREADS), CU_THREADS, 0, cu_stream()>>>(
+        cu_ptr<T>(out[0]), cu_ptr<T>(in[0]), cu_ptr<T>(x), (const double *)k, g);
   rc = CU_LAUNCHED("batch_norm_backward");
   nn_tensor_free(scr);
   return rc;
 }
 
-static int cuda_batchnorm_backward(nn_tensor *const *out, nn_tensor *const *in, const nn_op_params *p) {
+static int cuda_batchnorm_backward(nn_tensor *const *out, nn_tensor *const *in,
+                                   const nn_op_params *p) {
   return in[1]->dtype == NN_DTYPE_F32 ? bnb_run<float>(out, in, p) : bnb_run<double>(out, in, p);
 }
 
@@ -803,8 +888,8 @@ static int cuda_batchnorm_backward(nn_tensor *const *out, nn_tensor *const *in, 
 
 /* one warp per row: m, is = 1/sqrt(var + eps) in double; y = (x - (T)m) * (T)is [* w] [+ b] */
 template <class T>
-static __global__ void ln_kernel(T *y, T *om, T *oi, const T *x, const T *w, const T *b, int64_t R, int64_t D,
-                                 double eps) {
+static __global__ void ln_kernel(T *y, T *om, T *oi, const T *x, const T *w, const T *b, int64_t R,
+                                 int64_t D, double eps) {
   int lane = threadIdx.x & 31;
   for (int64_t r = blockIdx.x * (int64_t)(blockDim.x >> 5) + (threadIdx.x >> 5); r < R;
        r += (int64_t)gridDim.x * (blockDim.x >> 5)) {
@@ -839,18 +924,21 @@ static int cuda_layernorm(nn_tensor *const *out, nn_tensor *const *in, const nn_
   if (R == 0) return NN_OK;
   unsigned b = warp_rows_grid(R);
   if (x->dtype == NN_DTYPE_F32)
-    ln_kernel<float><<<b, CU_THREADS, 0, cu_stream()>>>(cu_ptr<float>(out[0]), cu_ptr<float>(out[1]), cu_ptr<float>(out[2]),
-        cu_ptr<float>(x), opt_ptr<float>(in[1]), opt_ptr<float>(in[2]), R, D, p->f[1]);
+    ln_kernel<float><<<b, CU_THREADS, 0, cu_stream()>>>(
+        cu_ptr<float>(out[0]), cu_ptr<float>(out[1]), cu_ptr<float>(out[2]), cu_ptr<float>(x),
+        opt_ptr<float>(in[1]), opt_ptr<float>(in[2]), R, D, p->f[1]);
   else
-    ln_kernel<double><<<b, CU_THREADS, 0, cu_stream()>>>(cu_ptr<double>(out[0]), cu_ptr<double>(out[1]), cu_ptr<double>(out[2]),
-        cu_ptr<double>(x), opt_ptr<double>(in[1]), opt_ptr<double>(in[2]), R, D, p->f[1]);
+    ln_kernel<double><<<b, CU_THREADS, 0, cu_stream()>>>(
+        cu_ptr<double>(out[0]), cu_ptr<double>(out[1]), cu_ptr<double>(out[2]), cu_ptr<double>(x),
+        opt_ptr<double>(in[1]), opt_ptr<double>(in[2]), R, D, p->f[1]);
   return CU_LAUNCHED("layer_norm");
 }
 
-/* dx = a*g + b*x + c with g = dy [* w], sums of g and g*(x - m) in double (cpu_nnet.c's ln_row_bwd) */
+/* dx = a*g + b*x + c with g = dy [* w], sums of g and g*(x - m) in double (cpu_nnet.c's ln_row_bwd)
+ */
 template <class T>
-static __global__ void ln_bwd_kernel(T *dx, const T *dy, const T *x, const T *w, const T *mean, const T *inv,
-                                     int64_t R, int64_t D) {
+static __global__ void ln_bwd_kernel(T *dx, const T *dy, const T *x, const T *w, const T *mean,
+                                     const T *inv, int64_t R, int64_t D) {
   int lane = threadIdx.x & 31;
   for (int64_t r = blockIdx.x * (int64_t)(blockDim.x >> 5) + (threadIdx.x >> 5); r < R;
        r += (int64_t)gridDim.x * (blockDim.x >> 5)) {
@@ -869,25 +957,30 @@ static __global__ void ln_bwd_kernel(T *dx, const T *dy, const T *x, const T *w,
   }
 }
 
-static int cuda_layernorm_backward(nn_tensor *const *out, nn_tensor *const *in, const nn_op_params *p) {
+static int cuda_layernorm_backward(nn_tensor *const *out, nn_tensor *const *in,
+                                   const nn_op_params *p) {
   (void)p;
   nn_tensor *x = in[1];
   int64_t R = x->shape[0], D = x->shape[1];
   if (R == 0) return NN_OK;
   unsigned b = warp_rows_grid(R);
   if (x->dtype == NN_DTYPE_F32)
-    ln_bwd_kernel<float><<<b, CU_THREADS, 0, cu_stream()>>>(cu_ptr<float>(out[0]), cu_ptr<float>(in[0]), cu_ptr<float>(x),
-        opt_ptr<float>(in[2]), cu_ptr<float>(in[3]), cu_ptr<float>(in[4]), R, D);
+    ln_bwd_kernel<float><<<b, CU_THREADS, 0, cu_stream()>>>(
+        cu_ptr<float>(out[0]), cu_ptr<float>(in[0]), cu_ptr<float>(x), opt_ptr<float>(in[2]),
+        cu_ptr<float>(in[3]), cu_ptr<float>(in[4]), R, D);
   else
-    ln_bwd_kernel<double><<<b, CU_THREADS, 0, cu_stream()>>>(cu_ptr<double>(out[0]), cu_ptr<double>(in[0]), cu_ptr<double>(x),
-        opt_ptr<double>(in[2]), cu_ptr<double>(in[3]), cu_ptr<double>(in[4]), R, D);
+    ln_bwd_kernel<double><<<b, CU_THREADS, 0, cu_stream()>>>(
+        cu_ptr<double>(out[0]), cu_ptr<double>(in[0]), cu_ptr<double>(x), opt_ptr<double>(in[2]),
+        cu_ptr<double>(in[3]), cu_ptr<double>(in[4]), R, D);
   return CU_LAUNCHED("layer_norm_backward");
 }
 
 /* out (2, D) = {sum_r dy, sum_r dy * ((x - m) * is)}: one thread per column, rows in order */
 template <class T>
-static __global__ void ln_cols_kernel(T *o, const T *dy, const T *x, const T *mean, const T *inv, int64_t R, int64_t D) {
-  for (int64_t j = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; j < D; j += (int64_t)gridDim.x * blockDim.x) {
+static __global__ void ln_cols_kernel(T *o, const T *dy, const T *x, const T *mean, const T *inv,
+                                      int64_t R, int64_t D) {
+  for (int64_t j = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; j < D;
+       j += (int64_t)gridDim.x * blockDim.x) {
     double s0 = 0, s1 = 0;
     for (int64_t r = 0; r < R; r++) {
       double m = mean[r], is = inv[r], g = dy[r * D + j];
@@ -899,18 +992,21 @@ static __global__ void ln_cols_kernel(T *o, const T *dy, const T *x, const T *me
   }
 }
 
-static int cuda_layernorm_backward_weight(nn_tensor *const *out, nn_tensor *const *in, const nn_op_params *p) {
+static int cuda_layernorm_backward_weight(nn_tensor *const *out, nn_tensor *const *in,
+                                          const nn_op_params *p) {
   (void)p;
   nn_tensor *x = in[1];
   int64_t R = x->shape[0], D = x->shape[1];
   if (D == 0) return NN_OK;
   unsigned b = cu_blocks(D, CU_THREADS);
   if (x->dtype == NN_DTYPE_F32)
-    ln_cols_kernel<float><<<b, CU_THREADS, 0, cu_stream()>>>(cu_ptr<float>(out[0]), cu_ptr<float>(in[0]), cu_ptr<float>(x),
-        cu_ptr<float>(in[2]), cu_ptr<float>(in[3]), R, D);
+    ln_cols_kernel<float><<<b, CU_THREADS, 0, cu_stream()>>>(
+        cu_ptr<float>(out[0]), cu_ptr<float>(in[0]), cu_ptr<float>(x), cu_ptr<float>(in[2]),
+        cu_ptr<float>(in[3]), R, D);
   else
-    ln_cols_kernel<double><<<b, CU_THREADS, 0, cu_stream()>>>(cu_ptr<double>(out[0]), cu_ptr<double>(in[0]), cu_ptr<double>(x),
-        cu_ptr<double>(in[2]), cu_ptr<double>(in[3]), R, D);
+    ln_cols_kernel<double><<<b, CU_THREADS, 0, cu_stream()>>>(
+        cu_ptr<double>(out[0]), cu_ptr<double>(in[0]), cu_ptr<double>(x), cu_ptr<double>(in[2]),
+        cu_ptr<double>(in[3]), R, D);
   return CU_LAUNCHED("layer_norm_backward_weight");
 }
 

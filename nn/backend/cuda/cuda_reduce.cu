@@ -20,11 +20,11 @@
 /* ---------------------------------------------------------------- lanes */
 
 typedef struct {
-  int ld;                          /* lane dims (all dims but the reduced one) */
+  int ld; /* lane dims (all dims but the reduced one) */
   int64_t lanes;
   int64_t lshape[NN_MAX_DIMS];
-  int64_t lst[ROWK][NN_MAX_DIMS];  /* per operand: strides of the lane dims */
-  int64_t rs[ROWK], rl[ROWK];      /* per operand: stride and length along the reduced dim */
+  int64_t lst[ROWK][NN_MAX_DIMS]; /* per operand: strides of the lane dims */
+  int64_t rs[ROWK], rl[ROWK];     /* per operand: stride and length along the reduced dim */
 } rgeo;
 
 /* ops may hold NULLs; all others share ndim and the shape off dim. */
@@ -91,18 +91,23 @@ static int lanes_grid(int64_t lanes, int64_t L, int *G) {
 }
 
 /* Launches KERNEL<G, ...> with the lane grid for (lanes, L). */
-#define LANES_LAUNCH(lanes, L, KERNEL, ...)                                                     \
-  do {                                                                                          \
-    int G_;                                                                                     \
-    int b_ = lanes_grid((lanes), (L), &G_);                                                     \
-    if (G_ == 32) KERNEL<32><<<b_, CU_THREADS, 0, cu_stream()>>>(__VA_ARGS__);                  \
-    else KERNEL<256><<<b_, 256, 0, cu_stream()>>>(__VA_ARGS__);                                 \
+#define LANES_LAUNCH(lanes, L, KERNEL, ...)                                                        \
+  do {                                                                                             \
+    int G_;                                                                                        \
+    int b_ = lanes_grid((lanes), (L), &G_);                                                        \
+    if (G_ == 32)                                                                                  \
+      KERNEL<32><<<b_, CU_THREADS, 0, cu_stream()>>>(__VA_ARGS__);                                 \
+    else                                                                                           \
+      KERNEL<256><<<b_, 256, 0, cu_stream()>>>(__VA_ARGS__);                                       \
   } while (0)
 
 /* ---------------------------------------------------------------- max / min */
 
 template <class T> static __device__ __forceinline__ bool is_nan(T v) { return v != v; }
-template <> __device__ __forceinline__ bool is_nan<int64_t>(int64_t v) { (void)v; return false; }
+template <> __device__ __forceinline__ bool is_nan<int64_t>(int64_t v) {
+  (void)v;
+  return false;
+}
 
 /* (v, i) beats (w, j) for max (min if mn): the first NaN wins, then the larger value, then the
  * lower index: the CPU's serial rule as a total order. */
@@ -115,7 +120,8 @@ static __device__ __forceinline__ bool mx_better(T v, int64_t i, T w, int64_t j,
   return i < j;
 }
 
-template <int G, class T> static __global__ void max_kernel(T *ov, int64_t *oi, const T *x, rgeo g, int mn) {
+template <int G, class T>
+static __global__ void max_kernel(T *ov, int64_t *oi, const T *x, rgeo g, int mn) {
   __shared__ T shv[32];
   __shared__ int64_t shi[32];
   int64_t L = g.rl[2];
@@ -140,7 +146,8 @@ template <int G, class T> static __global__ void max_kernel(T *ov, int64_t *oi, 
       __syncthreads();
       bv = shv[0], bi = shi[0];
       for (int k = 1; k < G / 32; k++)
-        if (shi[k] >= 0 && (bi < 0 || mx_better(shv[k], shi[k], bv, bi, mn))) bv = shv[k], bi = shi[k];
+        if (shi[k] >= 0 && (bi < 0 || mx_better(shv[k], shi[k], bv, bi, mn)))
+          bv = shv[k], bi = shi[k];
     }
     if (grp<G>::tid() == 0) {
       ov[lane_off(g, 0, r)] = bv;
@@ -149,7 +156,8 @@ template <int G, class T> static __global__ void max_kernel(T *ov, int64_t *oi, 
   }
 }
 
-template <class T> static int max_run(nn_tensor *const *out, nn_tensor *const *in, const nn_op_params *p) {
+template <class T>
+static int max_run(nn_tensor *const *out, nn_tensor *const *in, const nn_op_params *p) {
   nn_tensor *ops[3] = {out[0], out[1], in[0]};
   rgeo g = rgeo_make(3, ops, (int)p->i[0]);
   if (g.lanes == 0) return NN_OK;
@@ -160,9 +168,12 @@ template <class T> static int max_run(nn_tensor *const *out, nn_tensor *const *i
 
 static int cuda_max(nn_tensor *const *out, nn_tensor *const *in, const nn_op_params *p) {
   switch (in[0]->dtype) {
-  case NN_DTYPE_F32: return max_run<float>(out, in, p);
-  case NN_DTYPE_F64: return max_run<double>(out, in, p);
-  case NN_DTYPE_I64: return max_run<int64_t>(out, in, p);
+  case NN_DTYPE_F32:
+    return max_run<float>(out, in, p);
+  case NN_DTYPE_F64:
+    return max_run<double>(out, in, p);
+  case NN_DTYPE_I64:
+    return max_run<int64_t>(out, in, p);
   }
   return NN_OK;
 }
@@ -182,17 +193,18 @@ static __global__ void selbw_kernel(T *dx, const int64_t *idx, const T *g, rgeo 
   }
 }
 
-static int cuda_select_backward(nn_tensor *const *out, nn_tensor *const *in, const nn_op_params *p) {
+static int cuda_select_backward(nn_tensor *const *out, nn_tensor *const *in,
+                                const nn_op_params *p) {
   nn_tensor *ops[3] = {out[0], in[0], in[1]};
   rgeo g = rgeo_make(3, ops, (int)p->i[0]);
   if (g.lanes == 0) return NN_OK;
   unsigned b = cu_blocks(g.lanes, CU_THREADS);
   if (out[0]->dtype == NN_DTYPE_F32)
-    selbw_kernel<float><<<b, CU_THREADS, 0, cu_stream()>>>(cu_ptr<float>(out[0]), cu_ptr<int64_t>(in[0]),
-                                                           cu_ptr<float>(in[1]), g);
+    selbw_kernel<float><<<b, CU_THREADS, 0, cu_stream()>>>(
+        cu_ptr<float>(out[0]), cu_ptr<int64_t>(in[0]), cu_ptr<float>(in[1]), g);
   else
-    selbw_kernel<double><<<b, CU_THREADS, 0, cu_stream()>>>(cu_ptr<double>(out[0]), cu_ptr<int64_t>(in[0]),
-                                                            cu_ptr<double>(in[1]), g);
+    selbw_kernel<double><<<b, CU_THREADS, 0, cu_stream()>>>(
+        cu_ptr<double>(out[0]), cu_ptr<int64_t>(in[0]), cu_ptr<double>(in[1]), g);
   return CU_LAUNCHED("select_backward");
 }
 
@@ -255,11 +267,13 @@ static int cuda_var_backward(nn_tensor *const *out, nn_tensor *const *in, const 
   if (!rc) {
     nn_tensor *ops[4] = {out[0], in[0], m, g};
     if (out[0]->dtype == NN_DTYPE_F32)
-      rc = cu_map<4>("var_backward", ops, varbw_fn<float>{cu_ptr<float>(out[0]), cu_ptr<float>(in[0]),
-                                                          cu_ptr<float>(m), cu_ptr<float>(g), p->f[0]});
+      rc = cu_map<4>("var_backward", ops,
+                     varbw_fn<float>{cu_ptr<float>(out[0]), cu_ptr<float>(in[0]), cu_ptr<float>(m),
+                                     cu_ptr<float>(g), p->f[0]});
     else
-      rc = cu_map<4>("var_backward", ops, varbw_fn<double>{cu_ptr<double>(out[0]), cu_ptr<double>(in[0]),
-                                                           cu_ptr<double>(m), cu_ptr<double>(g), p->f[0]});
+      rc = cu_map<4>("var_backward", ops,
+                     varbw_fn<double>{cu_ptr<double>(out[0]), cu_ptr<double>(in[0]),
+                                      cu_ptr<double>(m), cu_ptr<double>(g), p->f[0]});
   }
   nn_tensor_free(m);
   nn_tensor_free(g);
@@ -287,7 +301,8 @@ template <int G, class T> static __global__ void softmax_kernel(T *y, const T *x
     s = grp<G>::sum(s, sh);
     if (!lg) {
       T inv = (T)(1.0 / s);
-      for (int64_t j = grp<G>::tid(); j < L; j += G) yr[j * g.rs[0]] = d_exp(xr[j * g.rs[1]] - m) * inv;
+      for (int64_t j = grp<G>::tid(); j < L; j += G)
+        yr[j * g.rs[0]] = d_exp(xr[j * g.rs[1]] - m) * inv;
     } else {
       T ls = (T)log(s);
       for (int64_t j = grp<G>::tid(); j < L; j += G) yr[j * g.rs[0]] = (xr[j * g.rs[1]] - m) - ls;
@@ -300,9 +315,11 @@ static int cuda_softmax(nn_tensor *const *out, nn_tensor *const *in, const nn_op
   rgeo g = rgeo_make(2, ops, (int)p->i[0]);
   if (g.lanes == 0 || g.rl[1] == 0) return NN_OK;
   if (in[0]->dtype == NN_DTYPE_F32)
-    LANES_LAUNCH(g.lanes, g.rl[1], softmax_kernel, cu_ptr<float>(out[0]), cu_ptr<float>(in[0]), g, (int)p->i[1]);
+    LANES_LAUNCH(g.lanes, g.rl[1], softmax_kernel, cu_ptr<float>(out[0]), cu_ptr<float>(in[0]), g,
+                 (int)p->i[1]);
   else
-    LANES_LAUNCH(g.lanes, g.rl[1], softmax_kernel, cu_ptr<double>(out[0]), cu_ptr<double>(in[0]), g, (int)p->i[1]);
+    LANES_LAUNCH(g.lanes, g.rl[1], softmax_kernel, cu_ptr<double>(out[0]), cu_ptr<double>(in[0]), g,
+                 (int)p->i[1]);
   return CU_LAUNCHED("softmax");
 }
 
@@ -325,7 +342,8 @@ static __global__ void smbw_kernel(T *dx, const T *y, const T *dy, rgeo g, int l
   }
 }
 
-static int cuda_softmax_backward(nn_tensor *const *out, nn_tensor *const *in, const nn_op_params *p) {
+static int cuda_softmax_backward(nn_tensor *const *out, nn_tensor *const *in,
+                                 const nn_op_params *p) {
   nn_tensor *ops[3] = {out[0], in[0], in[1]};
   rgeo g = rgeo_make(3, ops, (int)p->i[0]);
   if (g.lanes == 0 || g.rl[0] == 0) return NN_OK;
@@ -361,7 +379,8 @@ static lgeo lgeo_make(const nn_tensor *x, const nn_tensor *t, const nn_tensor *l
 }
 
 /* bad: the lowest row whose label is outside [0, C) (atomicMin: order-independent) */
-static __device__ __forceinline__ bool label_ok(int64_t l, int64_t C, int64_t n, unsigned long long *bad) {
+static __device__ __forceinline__ bool label_ok(int64_t l, int64_t C, int64_t n,
+                                                unsigned long long *bad) {
   if ((uint64_t)l < (uint64_t)C) return true;
   atomicMin(bad, (unsigned long long)n);
   return false;
@@ -386,7 +405,8 @@ static int bad_flag(nn_tensor **t, void **p) {
 }
 
 /* out2 (0-dim) = sum of the rows (N,) in double, / N for MEAN: one block, fixed order. */
-template <class T> static __global__ void reduce_rows_kernel(T *r, const T *rows, int64_t N, int mean) {
+template <class T>
+static __global__ void reduce_rows_kernel(T *r, const T *rows, int64_t N, int mean) {
   __shared__ double sh[32];
   double s = 0;
   for (int64_t n = threadIdx.x; n < N; n += blockDim.x) s += (double)rows[n];
@@ -397,9 +417,11 @@ template <class T> static __global__ void reduce_rows_kernel(T *r, const T *rows
 static int reduce_rows(nn_tensor *r, nn_tensor *rows, int red) {
   if (red == 2) return NN_OK;
   if (r->dtype == NN_DTYPE_F32)
-    reduce_rows_kernel<float><<<1, 256, 0, cu_stream()>>>(cu_ptr<float>(r), cu_ptr<float>(rows), rows->shape[0], red == 0);
+    reduce_rows_kernel<float><<<1, 256, 0, cu_stream()>>>(cu_ptr<float>(r), cu_ptr<float>(rows),
+                                                          rows->shape[0], red == 0);
   else
-    reduce_rows_kernel<double><<<1, 256, 0, cu_stream()>>>(cu_ptr<double>(r), cu_ptr<double>(rows), rows->shape[0], red == 0);
+    reduce_rows_kernel<double><<<1, 256, 0, cu_stream()>>>(cu_ptr<double>(r), cu_ptr<double>(rows),
+                                                           rows->shape[0], red == 0);
   return CU_LAUNCHED("loss reduction");
 }
 
@@ -437,7 +459,8 @@ static __global__ void ce_kernel(T *loss, double *lse, const T *x, const int64_t
 }
 
 template <class T>
-static int ce_run(const char *name, nn_tensor *const *out, nn_tensor *const *in, const nn_op_params *p, bool soft) {
+static int ce_run(const char *name, nn_tensor *const *out, nn_tensor *const *in,
+                  const nn_op_params *p, bool soft) {
   nn_tensor *x = in[0], *flag = NULL;
   void *bad = NULL;
   lgeo q = soft ? lgeo_make(x, in[1], NULL, NULL, NULL) : lgeo_make(x, NULL, in[1], NULL, NULL);
@@ -459,7 +482,8 @@ static int cuda_cross_entropy(nn_tensor *const *out, nn_tensor *const *in, const
                                       : ce_run<double>("cross_entropy", out, in, p, false);
 }
 
-static int cuda_cross_entropy_soft(nn_tensor *const *out, nn_tensor *const *in, const nn_op_params *p) {
+static int cuda_cross_entropy_soft(nn_tensor *const *out, nn_tensor *const *in,
+                                   const nn_op_params *p) {
   return in[0]->dtype == NN_DTYPE_F32 ? ce_run<float>("cross_entropy_soft", out, in, p, true)
                                       : ce_run<double>("cross_entropy_soft", out, in, p, true);
 }
@@ -479,23 +503,27 @@ static __global__ void cebw_kernel(T *dx, const T *x, const int64_t *lab, const 
   }
 }
 
-static int cuda_cross_entropy_backward(nn_tensor *const *out, nn_tensor *const *in, const nn_op_params *p) {
+static int cuda_cross_entropy_backward(nn_tensor *const *out, nn_tensor *const *in,
+                                       const nn_op_params *p) {
   lgeo q = lgeo_make(in[0], NULL, in[1], in[2], in[3]);
   if (q.N * q.C == 0) return NN_OK;
   unsigned b = cu_blocks(q.N * q.C, CU_THREADS);
   if (out[0]->dtype == NN_DTYPE_F32)
-    cebw_kernel<float><<<b, CU_THREADS, 0, cu_stream()>>>(cu_ptr<float>(out[0]), cu_ptr<float>(in[0]),
-        cu_ptr<int64_t>(in[1]), cu_ptr<double>(in[2]), cu_ptr<float>(in[3]), q, p->f[0]);
+    cebw_kernel<float><<<b, CU_THREADS, 0, cu_stream()>>>(
+        cu_ptr<float>(out[0]), cu_ptr<float>(in[0]), cu_ptr<int64_t>(in[1]), cu_ptr<double>(in[2]),
+        cu_ptr<float>(in[3]), q, p->f[0]);
   else
-    cebw_kernel<double><<<b, CU_THREADS, 0, cu_stream()>>>(cu_ptr<double>(out[0]), cu_ptr<double>(in[0]),
-        cu_ptr<int64_t>(in[1]), cu_ptr<double>(in[2]), cu_ptr<double>(in[3]), q, p->f[0]);
+    cebw_kernel<double><<<b, CU_THREADS, 0, cu_stream()>>>(
+        cu_ptr<double>(out[0]), cu_ptr<double>(in[0]), cu_ptr<int64_t>(in[1]),
+        cu_ptr<double>(in[2]), cu_ptr<double>(in[3]), q, p->f[0]);
   return CU_LAUNCHED("cross_entropy_backward");
 }
 
 /* dx = (softmax(x) sum(t) - t) * gs with (T)sum(t) * gs first; dt = (T)(lse - x) * gs */
 template <int G, class T>
-static __global__ void cesbw_kernel(T *dx, T *dt, int64_t dxs0, int64_t dxs1, int64_t dts0, int64_t dts1,
-                                    const T *x, const T *t, const double *lse, const T *g, lgeo q, double f) {
+static __global__ void cesbw_kernel(T *dx, T *dt, int64_t dxs0, int64_t dxs1, int64_t dts0,
+                                    int64_t dts1, const T *x, const T *t, const double *lse,
+                                    const T *g, lgeo q, double f) {
   __shared__ double sh[32];
   for (int64_t n = grp<G>::first(); n < q.N; n += grp<G>::step()) {
     const T *xr = x + n * q.xs0, *tr = t + n * q.ts0;
@@ -515,7 +543,8 @@ static __global__ void cesbw_kernel(T *dx, T *dt, int64_t dxs0, int64_t dxs1, in
   }
 }
 
-static int cuda_cross_entropy_soft_backward(nn_tensor *const *out, nn_tensor *const *in, const nn_op_params *p) {
+static int cuda_cross_entropy_soft_backward(nn_tensor *const *out, nn_tensor *const *in,
+                                            const nn_op_params *p) {
   int mask = (int)p->i[1];
   nn_tensor *dx = mask & 1 ? out[0] : NULL, *dt = mask & 2 ? out[mask & 1] : NULL;
   lgeo q = lgeo_make(in[0], in[1], NULL, in[2], in[3]);
@@ -523,20 +552,22 @@ static int cuda_cross_entropy_soft_backward(nn_tensor *const *out, nn_tensor *co
   int64_t a0 = dx ? dx->stride[0] : 0, a1 = dx ? dx->stride[1] : 0;
   int64_t b0 = dt ? dt->stride[0] : 0, b1 = dt ? dt->stride[1] : 0;
   if (in[0]->dtype == NN_DTYPE_F32)
-    LANES_LAUNCH(q.N, q.C, cesbw_kernel, dx ? cu_ptr<float>(dx) : NULL, dt ? cu_ptr<float>(dt) : NULL,
-                 a0, a1, b0, b1, cu_ptr<float>(in[0]), cu_ptr<float>(in[1]), cu_ptr<double>(in[2]),
-                 cu_ptr<float>(in[3]), q, p->f[0]);
+    LANES_LAUNCH(q.N, q.C, cesbw_kernel, dx ? cu_ptr<float>(dx) : NULL,
+                 dt ? cu_ptr<float>(dt) : NULL, a0, a1, b0, b1, cu_ptr<float>(in[0]),
+                 cu_ptr<float>(in[1]), cu_ptr<double>(in[2]), cu_ptr<float>(in[3]), q, p->f[0]);
   else
-    LANES_LAUNCH(q.N, q.C, cesbw_kernel, dx ? cu_ptr<double>(dx) : NULL, dt ? cu_ptr<double>(dt) : NULL,
-                 a0, a1, b0, b1, cu_ptr<double>(in[0]), cu_ptr<double>(in[1]), cu_ptr<double>(in[2]),
-                 cu_ptr<double>(in[3]), q, p->f[0]);
+    LANES_LAUNCH(q.N, q.C, cesbw_kernel, dx ? cu_ptr<double>(dx) : NULL,
+                 dt ? cu_ptr<double>(dt) : NULL, a0, a1, b0, b1, cu_ptr<double>(in[0]),
+                 cu_ptr<double>(in[1]), cu_ptr<double>(in[2]), cu_ptr<double>(in[3]), q, p->f[0]);
   return CU_LAUNCHED("cross_entropy_soft_backward");
 }
 
 /* nll: loss[n] = -logp[n, label[n]] */
 template <class T>
-static __global__ void nll_kernel(T *loss, const T *lp, const int64_t *lab, lgeo q, unsigned long long *bad) {
-  for (int64_t n = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; n < q.N; n += (int64_t)gridDim.x * blockDim.x) {
+static __global__ void nll_kernel(T *loss, const T *lp, const int64_t *lab, lgeo q,
+                                  unsigned long long *bad) {
+  for (int64_t n = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; n < q.N;
+       n += (int64_t)gridDim.x * blockDim.x) {
     int64_t l = lab[n * q.ls];
     loss[n] = label_ok(l, q.C, n, bad) ? -lp[n * q.xs0 + l * q.xs1] : (T)NAN;
   }
@@ -550,11 +581,13 @@ static int cuda_nll_loss(nn_tensor *const *out, nn_tensor *const *in, const nn_o
   if (!rc && q.N > 0) {
     unsigned b = cu_blocks(q.N, CU_THREADS);
     if (in[0]->dtype == NN_DTYPE_F32)
-      nll_kernel<float><<<b, CU_THREADS, 0, cu_stream()>>>(cu_ptr<float>(out[0]), cu_ptr<float>(in[0]),
-          cu_ptr<int64_t>(in[1]), q, (unsigned long long *)bad);
+      nll_kernel<float>
+          <<<b, CU_THREADS, 0, cu_stream()>>>(cu_ptr<float>(out[0]), cu_ptr<float>(in[0]),
+                                              cu_ptr<int64_t>(in[1]), q, (unsigned long long *)bad);
     else
-      nll_kernel<double><<<b, CU_THREADS, 0, cu_stream()>>>(cu_ptr<double>(out[0]), cu_ptr<double>(in[0]),
-          cu_ptr<int64_t>(in[1]), q, (unsigned long long *)bad);
+      nll_kernel<double>
+          <<<b, CU_THREADS, 0, cu_stream()>>>(cu_ptr<double>(out[0]), cu_ptr<double>(in[0]),
+                                              cu_ptr<int64_t>(in[1]), q, (unsigned long long *)bad);
     rc = CU_LAUNCHED("nll_loss");
   }
   if (!rc) rc = label_report("nll_loss", bad, in[1], q.C);
@@ -567,23 +600,27 @@ static int cuda_nll_loss(nn_tensor *const *out, nn_tensor *const *in, const nn_o
 template <class T>
 static __global__ void nllbw_kernel(T *d, const int64_t *lab, const T *g, int64_t N, int64_t C,
                                     int64_t ls, int64_t gs, double f) {
-  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < N * C; i += (int64_t)gridDim.x * blockDim.x) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < N * C;
+       i += (int64_t)gridDim.x * blockDim.x) {
     int64_t n = i / C, c = i % C;
     d[i] = c == lab[n * ls] ? (T)(-g[n * gs] * f) : (T)0;
   }
 }
 
-static int cuda_nll_loss_backward(nn_tensor *const *out, nn_tensor *const *in, const nn_op_params *p) {
+static int cuda_nll_loss_backward(nn_tensor *const *out, nn_tensor *const *in,
+                                  const nn_op_params *p) {
   nn_tensor *d = out[0];
   int64_t N = d->shape[0], C = d->shape[1];
   if (N * C == 0) return NN_OK;
   unsigned b = cu_blocks(N * C, CU_THREADS);
   if (d->dtype == NN_DTYPE_F32)
-    nllbw_kernel<float><<<b, CU_THREADS, 0, cu_stream()>>>(cu_ptr<float>(d), cu_ptr<int64_t>(in[0]),
-        cu_ptr<float>(in[1]), N, C, in[0]->stride[0], in[1]->stride[0], p->f[0]);
+    nllbw_kernel<float><<<b, CU_THREADS, 0, cu_stream()>>>(
+        cu_ptr<float>(d), cu_ptr<int64_t>(in[0]), cu_ptr<float>(in[1]), N, C, in[0]->stride[0],
+        in[1]->stride[0], p->f[0]);
   else
-    nllbw_kernel<double><<<b, CU_THREADS, 0, cu_stream()>>>(cu_ptr<double>(d), cu_ptr<int64_t>(in[0]),
-        cu_ptr<double>(in[1]), N, C, in[0]->stride[0], in[1]->stride[0], p->f[0]);
+    nllbw_kernel<double><<<b, CU_THREADS, 0, cu_stream()>>>(
+        cu_ptr<double>(d), cu_ptr<int64_t>(in[0]), cu_ptr<double>(in[1]), N, C, in[0]->stride[0],
+        in[1]->stride[0], p->f[0]);
   return CU_LAUNCHED("nll_loss_backward");
 }
 
@@ -602,7 +639,8 @@ template <class T> struct mse_sq_fn {
  * bits for any device. Stage 2 sums the partials in one block. */
 #define MSE_PARTS 1024
 template <class T>
-static __global__ void mse_part_kernel(double *part, const T *a, const T *b, cu_geo<2> g, int64_t P) {
+static __global__ void mse_part_kernel(double *part, const T *a, const T *b, cu_geo<2> g,
+                                       int64_t P) {
   __shared__ double sh[32];
   for (int64_t k = blockIdx.x; k < P; k += gridDim.x) {
     double s = 0;
@@ -617,7 +655,8 @@ static __global__ void mse_part_kernel(double *part, const T *a, const T *b, cu_
   }
 }
 
-template <class T> static __global__ void mse_final_kernel(T *o, const double *part, int64_t P, int64_t n, int mean) {
+template <class T>
+static __global__ void mse_final_kernel(T *o, const double *part, int64_t P, int64_t n, int mean) {
   __shared__ double sh[32];
   double s = 0;
   for (int64_t k = threadIdx.x; k < P; k += blockDim.x) s += part[k];
@@ -625,7 +664,8 @@ template <class T> static __global__ void mse_final_kernel(T *o, const double *p
   if (threadIdx.x == 0) *o = (T)(mean ? s / (double)n : s);
 }
 
-template <class T> static int mse_run(nn_tensor *const *out, nn_tensor *const *in, const nn_op_params *p) {
+template <class T>
+static int mse_run(nn_tensor *const *out, nn_tensor *const *in, const nn_op_params *p) {
   nn_tensor *a = in[0], *b = in[1];
   if (p->i[0] == 2) {
     nn_tensor *ops[3] = {out[0], a, b};
@@ -638,8 +678,10 @@ template <class T> static int mse_run(nn_tensor *const *out, nn_tensor *const *i
   void *part = NULL;
   int rc = cu_scratch(&scr, &part, (size_t)P * 8);
   if (rc) return rc;
-  mse_part_kernel<T><<<(unsigned)P, 256, 0, cu_stream()>>>((double *)part, cu_ptr<T>(a), cu_ptr<T>(b), g, P);
-  mse_final_kernel<T><<<1, 256, 0, cu_stream()>>>(cu_ptr<T>(out[0]), (const double *)part, P, g.n, p->i[0] == 0);
+  mse_part_kernel<T>
+      <<<(unsigned)P, 256, 0, cu_stream()>>>((double *)part, cu_ptr<T>(a), cu_ptr<T>(b), g, P);
+  mse_final_kernel<T>
+      <<<1, 256, 0, cu_stream()>>>(cu_ptr<T>(out[0]), (const double *)part, P, g.n, p->i[0] == 0);
   rc = CU_LAUNCHED("mse_loss");
   nn_tensor_free(scr);
   return rc;
@@ -653,21 +695,26 @@ template <class T> struct mse_bw_fn {
   T *o;
   const T *a, *b, *g;
   T f;
-  __device__ void operator()(const int64_t *off) const { o[off[0]] = (a[off[1]] - b[off[2]]) * g[off[3]] * f; }
+  __device__ void operator()(const int64_t *off) const {
+    o[off[0]] = (a[off[1]] - b[off[2]]) * g[off[3]] * f;
+  }
 };
 
-static int cuda_mse_loss_backward(nn_tensor *const *out, nn_tensor *const *in, const nn_op_params *p) {
+static int cuda_mse_loss_backward(nn_tensor *const *out, nn_tensor *const *in,
+                                  const nn_op_params *p) {
   int mask = (int)p->i[1], k = 0, rc = NN_OK;
   for (int side = 0; side < 2 && !rc; side++) {
     if (!(mask & (1 << side))) continue;
     double f = side ? -p->f[0] : p->f[0];
     nn_tensor *o = out[k++], *ops[4] = {o, in[0], in[1], in[2]};
     if (o->dtype == NN_DTYPE_F32)
-      rc = cu_map<4>("mse_loss_backward", ops, mse_bw_fn<float>{cu_ptr<float>(o), cu_ptr<float>(in[0]),
-                                                                cu_ptr<float>(in[1]), cu_ptr<float>(in[2]), (float)f});
+      rc = cu_map<4>("mse_loss_backward", ops,
+                     mse_bw_fn<float>{cu_ptr<float>(o), cu_ptr<float>(in[0]), cu_ptr<float>(in[1]),
+                                      cu_ptr<float>(in[2]), (float)f});
     else
-      rc = cu_map<4>("mse_loss_backward", ops, mse_bw_fn<double>{cu_ptr<double>(o), cu_ptr<double>(in[0]),
-                                                                 cu_ptr<double>(in[1]), cu_ptr<double>(in[2]), f});
+      rc = cu_map<4>("mse_loss_backward", ops,
+                     mse_bw_fn<double>{cu_ptr<double>(o), cu_ptr<double>(in[0]),
+                                       cu_ptr<double>(in[1]), cu_ptr<double>(in[2]), f});
   }
   return rc;
 }
@@ -695,7 +742,8 @@ static __device__ __forceinline__ bool before(const spair<T> &a, const spair<T> 
 
 template <class T>
 static __global__ void sort_pack_kernel(spair<T> *a, const T *x, rgeo g, int64_t L) {
-  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < g.lanes * L; i += (int64_t)gridDim.x * blockDim.x) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < g.lanes * L;
+       i += (int64_t)gridDim.x * blockDim.x) {
     int64_t r = i / L, j = i % L;
     a[i].v = x[lane_off(g, 2, r) + j * g.rs[2]];
     a[i].i = j;
@@ -711,8 +759,10 @@ static __global__ void sort_tile_kernel(spair<T> *a, int64_t L, int64_t tiles, i
   for (int64_t b = blockIdx.x; b < tiles; b += gridDim.x) {
     int64_t per = (L + TILE - 1) / TILE, r = b / per, j0 = (b % per) * TILE;
     spair<T> *row = a + r * L;
-    if (j0 + t < L) s[t] = row[j0 + t];
-    else s[t].i = -1;
+    if (j0 + t < L)
+      s[t] = row[j0 + t];
+    else
+      s[t].i = -1;
     __syncthreads();
     for (int k = 2; k <= TILE; k <<= 1)
       for (int j = k >> 1; j > 0; j >>= 1) {
@@ -735,9 +785,10 @@ static __global__ void sort_tile_kernel(spair<T> *a, int64_t L, int64_t tiles, i
 /* One merge pass of sorted runs of width w: every element moves to (its rank in its run) + (the
  * number of elements of the partner run that come before it). */
 template <class T>
-static __global__ void sort_merge_kernel(spair<T> *dst, const spair<T> *src, int64_t lanes, int64_t L,
-                                         int64_t w, int desc) {
-  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < lanes * L; i += (int64_t)gridDim.x * blockDim.x) {
+static __global__ void sort_merge_kernel(spair<T> *dst, const spair<T> *src, int64_t lanes,
+                                         int64_t L, int64_t w, int desc) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < lanes * L;
+       i += (int64_t)gridDim.x * blockDim.x) {
     int64_t r = i / L, j = i % L, run = j / w, start = run * w;
     const spair<T> *row = src + r * L;
     spair<T> x = row[j];
@@ -756,8 +807,10 @@ static __global__ void sort_merge_kernel(spair<T> *dst, const spair<T> *src, int
       int64_t lo = p0, hi = p1; /* count of partner elements before x */
       while (lo < hi) {
         int64_t mid = lo + (hi - lo) / 2;
-        if (before(row[mid], x, desc)) lo = mid + 1;
-        else hi = mid;
+        if (before(row[mid], x, desc))
+          lo = mid + 1;
+        else
+          hi = mid;
       }
       pos += lo - p0;
     } else {
@@ -768,8 +821,10 @@ static __global__ void sort_merge_kernel(spair<T> *dst, const spair<T> *src, int
 }
 
 template <class T>
-static __global__ void sort_out_kernel(T *ov, int64_t *oi, const spair<T> *a, rgeo g, int64_t L, int64_t K) {
-  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < g.lanes * K; i += (int64_t)gridDim.x * blockDim.x) {
+static __global__ void sort_out_kernel(T *ov, int64_t *oi, const spair<T> *a, rgeo g, int64_t L,
+                                       int64_t K) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < g.lanes * K;
+       i += (int64_t)gridDim.x * blockDim.x) {
     int64_t r = i / K, j = i % K;
     spair<T> e = a[r * L + j];
     ov[lane_off(g, 0, r) + j * g.rs[0]] = e.v;
@@ -777,7 +832,8 @@ static __global__ void sort_out_kernel(T *ov, int64_t *oi, const spair<T> *a, rg
   }
 }
 
-template <class T> static int sort_run(nn_tensor *const *out, nn_tensor *const *in, const nn_op_params *p) {
+template <class T>
+static int sort_run(nn_tensor *const *out, nn_tensor *const *in, const nn_op_params *p) {
   nn_tensor *ops[3] = {out[0], out[1], in[0]};
   rgeo g = rgeo_make(3, ops, (int)p->i[0]);
   int64_t L = g.rl[2], K = p->i[1];
@@ -791,14 +847,17 @@ template <class T> static int sort_run(nn_tensor *const *out, nn_tensor *const *
   if (!rc) {
     spair<T> *a = (spair<T> *)b1, *b = (spair<T> *)b2;
     int64_t n = g.lanes * L;
-    sort_pack_kernel<T><<<cu_blocks(n, CU_THREADS), CU_THREADS, 0, cu_stream()>>>(a, cu_ptr<T>(in[0]), g, L);
+    sort_pack_kernel<T>
+        <<<cu_blocks(n, CU_THREADS), CU_THREADS, 0, cu_stream()>>>(a, cu_ptr<T>(in[0]), g, L);
     int tile = 32;
     while (tile < L && tile < 1024) tile <<= 1;
     int64_t tiles = g.lanes * ((L + tile - 1) / tile);
     int64_t nblk = tiles < 65535 ? tiles : 65535;
-    sort_tile_kernel<T><<<(unsigned)nblk, tile, tile * sizeof(spair<T>), cu_stream()>>>(a, L, tiles, desc);
+    sort_tile_kernel<T>
+        <<<(unsigned)nblk, tile, tile * sizeof(spair<T>), cu_stream()>>>(a, L, tiles, desc);
     for (int64_t w = tile; w < L; w *= 2) {
-      sort_merge_kernel<T><<<cu_blocks(n, CU_THREADS), CU_THREADS, 0, cu_stream()>>>(b, a, g.lanes, L, w, desc);
+      sort_merge_kernel<T>
+          <<<cu_blocks(n, CU_THREADS), CU_THREADS, 0, cu_stream()>>>(b, a, g.lanes, L, w, desc);
       spair<T> *t = a;
       a = b;
       b = t;
@@ -814,9 +873,12 @@ template <class T> static int sort_run(nn_tensor *const *out, nn_tensor *const *
 
 static int cuda_sort(nn_tensor *const *out, nn_tensor *const *in, const nn_op_params *p) {
   switch (in[0]->dtype) {
-  case NN_DTYPE_F32: return sort_run<float>(out, in, p);
-  case NN_DTYPE_F64: return sort_run<double>(out, in, p);
-  case NN_DTYPE_I64: return sort_run<int64_t>(out, in, p);
+  case NN_DTYPE_F32:
+    return sort_run<float>(out, in, p);
+  case NN_DTYPE_F64:
+    return sort_run<double>(out, in, p);
+  case NN_DTYPE_I64:
+    return sort_run<int64_t>(out, in, p);
   }
   return NN_OK;
 }
