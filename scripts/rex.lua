@@ -15,22 +15,28 @@
 --                                               2-core machine while other jobs kept it at
 --                                               load 3-7; writes results/rex_quick.{md,html}
 --   wb run scripts/rex.lua --profile full      the study: all 60,000 / 10,000 images, a full
---                                               budget of 10 epochs (MLP, 4,690 steps) and 2
---                                               epochs (CNN, 938 steps) at batch 128, 3 seeds:
---                                               576 runs, 625k MLP and 125k CNN steps; writes
+--                                               budget of 10 epochs (MLP, 4,690 steps) and 1
+--                                               epoch (CNN, 469 steps) at batch 128, 3 seeds:
+--                                               576 runs, 625k MLP and 63k CNN steps; writes
 --                                               results/rex.{md,html}. Estimated from timed
 --                                               full-profile runs on this 2-core machine with 1
 --                                               thread (MLP 3.8 ms/step, CNN 118 ms/step, test
---                                               evaluation 0.4 s / 4 s per run): about 5 h
---                                               (40 min MLP, 4.5 h CNN), about 7.5 h when the
---                                               machine is shared (8 ms and 166 ms per step were
+--                                               evaluation 0.4 s / 4 s per run): about 3 h
+--                                               (40 min MLP, 2.3 h CNN), more when the machine
+--                                               is shared (8 ms and 166 ms per step were
 --                                               measured under load 7). Two threads help only on
 --                                               an idle machine: under load they were 5-10 times
 --                                               slower than one, so pass --threads 1 when other
---                                               jobs run.
+--                                               jobs run. To use both cores, run parts side by
+--                                               side on one database (e.g. --optimizers sgd and
+--                                               --optimizers adam, each --threads 1), then the
+--                                               whole command, which reuses their runs.
 --   wb run scripts/rex.lua --help              every option
 --
--- A killed run resumes: the same command again skips the points that already FINISHED (run:sweep).
+-- A killed run resumes: the same command again skips the points that already FINISHED (run:sweep);
+-- any rex run of the same database reuses a point some earlier rex run finished with the same
+-- options that decide its result (model, optimizer, budget, seed, schedule, data sizes, batch, the
+-- model's budget and widths, the optimizer's learning rate, warm-up, plateau windows).
 -- Every point is a child run of the study's run with params model, optimizer, budget, schedule,
 -- seed (and all the options). Logged per run, at the step count: train/loss (mean over the last
 -- log interval) and train/lr about 200 times, and at the end eval/acc, eval/loss (test set),
@@ -81,7 +87,7 @@ local opt = wb.args({
     test_size = "test images (-1: quick 1000, full 10000)",
     batch = "minibatch size (0: quick 64, full 128)",
     mlp_epochs = "the MLP's full budget in epochs (0: quick 4, full 10)",
-    cnn_epochs = "the CNN's full budget in epochs (0: quick 4, full 2)",
+    cnn_epochs = "the CNN's full budget in epochs (0: quick 4, full 1)",
     sgd_lr = "SGD's base learning rate",
     momentum = "SGD momentum",
     adam_lr = "Adam's base learning rate",
@@ -98,7 +104,7 @@ local opt = wb.args({
 local PROFILES = {
   quick = { seeds = 1, train_size = 2048, test_size = 1000, batch = 64, mlp_epochs = 4, cnn_epochs = 4,
             mlp_hidden = 128, cnn = { 4, 8, 32 } },
-  full = { seeds = 3, train_size = 60000, test_size = 10000, batch = 128, mlp_epochs = 10, cnn_epochs = 2,
+  full = { seeds = 3, train_size = 60000, test_size = 10000, batch = 128, mlp_epochs = 10, cnn_epochs = 1,
            mlp_hidden = 512, cnn = { 32, 64, 256 } },
 }
 local P = PROFILES[opt.profile]
@@ -269,23 +275,78 @@ local points = wb.grid({ model = MODELS, optimizer = OPTIMIZERS, budget = BUDGET
 
 local params = { models = opt.models, optimizers = opt.optimizers, budgets = opt.budgets, schedules = opt.schedules }
 for k, v in pairs(cfg) do params[k] = v end
-local study <close> = wb.experiment { name = opt.profile == "full" and "rex" or "rex_quick", params = params }
+local study_name = opt.profile == "full" and "rex" or "rex_quick"
+local study <close> = wb.experiment { name = study_name, params = params }
 print(string.format("rex: %s profile, %d runs (%d models x %d optimizers x %d budgets x %d seeds x %d schedules), " ..
   "%d training images, full budgets: mlp %d steps, cnn %d steps, %d threads",
   opt.profile, #points, #MODELS, #OPTIMIZERS, #BUDGETS, cfg.seeds, #SCHEDULES, train_all:size(),
   FULL_STEPS.mlp, FULL_STEPS.cnn, wb.get_num_threads()))
+-- Reuse: a point already FINISHED by an earlier rex run of this database (any selection of
+-- models, optimizers, budgets and schedules, e.g. halves of the study run side by side as two
+-- processes) is not trained again, provided every option that decides its result is the same.
+local function point_keys(p)
+  local keys = { "model", "optimizer", "budget", "seed", "schedule", "profile", "train_size", "test_size", "batch",
+    "warmup_frac", "plateau_windows" }
+  local more = p.model == "mlp" and { "mlp_epochs", "mlp_hidden" } or { "cnn_epochs", "cnn_widths" }
+  for _, k in ipairs(more) do keys[#keys + 1] = k end
+  for _, k in ipairs(p.optimizer == "sgd" and { "sgd_lr", "momentum" } or { "adam_lr" }) do keys[#keys + 1] = k end
+  return keys
+end
+local function point_value(p, k)
+  if p[k] ~= nil then return p[k] end
+  if cfg[k] ~= nil then return cfg[k] end
+  return opt[k]
+end
+local function same_value(a, stored)
+  if stored == nil then return false end
+  if type(a) == "number" then return tonumber(stored) == a end
+  return tostring(a) == stored
+end
+local earlier = {}
+for _, r in ipairs(wb.store.runs { experiment = study_name, status = "FINISHED" }) do
+  if r.parent_id then
+    local d = wb.store.run(r.id)
+    if d and d.metrics["eval/acc"] then earlier[#earlier + 1] = d end
+  end
+end
+local run_ids, todo, todo_index = {}, {}, {}
+for i, p in ipairs(points) do
+  local keys = point_keys(p)
+  for _, d in ipairs(earlier) do
+    local same = true
+    for _, k in ipairs(keys) do
+      if not same_value(point_value(p, k), d.params[k]) then
+        same = false
+        break
+      end
+    end
+    if same then
+      run_ids[i] = d.id
+      break
+    end
+  end
+  if not run_ids[i] then
+    todo[#todo + 1] = p
+    todo_index[#todo] = i
+  end
+end
+local reused = #points - #todo
+if reused > 0 then print(string.format("rex: %d of %d points reused from earlier runs in %s", reused, #points,
+    wb.store.path())) end
+
 local t_start = wb.time()
 local done = 0
-local result = study:sweep(points, function(p, run)
+local result = study:sweep(todo, function(p, run)
   train_point(p, run)
   done = done + 1
-  if done % 12 == 0 or done == #points then
-    io.stderr:write(string.format("rex: %d/%d runs, %.0f s\n", done, #points, wb.time() - t_start))
+  if done % 12 == 0 or done == #todo then
+    io.stderr:write(string.format("rex: %d/%d runs, %.0f s\n", done, #todo, wb.time() - t_start))
   end
 end)
+for j, id in ipairs(result.runs) do run_ids[todo_index[j]] = id end
 local sweep_s = wb.time() - t_start
-print(string.format("rex: %d ran, %d skipped (already finished), %d failed in %.1f s",
-  result.ran, result.skipped, result.failed, sweep_s))
+print(string.format("rex: %d ran, %d reused, %d skipped (already finished), %d failed in %.1f s",
+  result.ran, reused, result.skipped, result.failed, sweep_s))
 
 -- ---------------------------------------------------------------- statistics from the store
 
@@ -302,7 +363,7 @@ end
 local acc, n_finished, run_s_total, failed = {}, 0, 0, {}
 local lr_runs = {} -- [optimizer][schedule] = run id at the full budget, first seed, first model
 for i, p in ipairs(points) do
-  local r = wb.store.run(result.runs[i])
+  local r = wb.store.run(run_ids[i])
   if r and r.status == "FINISHED" and r.metrics["eval/acc"] then
     n_finished = n_finished + 1
     run_s_total = run_s_total + (r.metrics["time/run_s"] or 0)
@@ -318,7 +379,7 @@ for i, p in ipairs(points) do
       lr_runs[p.optimizer][p.schedule] = r.id
     end
   else
-    failed[#failed + 1] = string.format("%s (run %s: %s)", r and r.name or "?", tostring(result.runs[i]),
+    failed[#failed + 1] = string.format("%s (run %s: %s)", r and r.name or "?", tostring(run_ids[i]),
       r and (r.error or r.status) or "missing")
   end
 end
@@ -530,6 +591,30 @@ para(string.format("Setup: %s; %s; budgets %s of a full budget of %d steps (MLP,
 if cfg.mlp_hidden ~= 512 then
   para(string.format("Models are the quick profile's small versions: MLP 784-%d-%d-10, CNN with %s channels " ..
     "and hidden width. Not the study's result.", cfg.mlp_hidden, cfg.mlp_hidden, cfg.cnn_widths))
+end
+if reused > 0 then
+  -- where the reused runs came from: their study runs' commands and commits
+  local parents, order = {}, {}
+  for i = 1, #points do
+    local r = wb.store.run(run_ids[i])
+    local pid = r and r.parent_id
+    if pid and pid ~= study:id() then
+      if not parents[pid] then
+        local pr = wb.store.run(pid) or {}
+        parents[pid] = { n = 0, command = pr.tags and pr.tags["wb.command"] or "?", commit = pr.git_commit or "?" }
+        order[#order + 1] = pid
+      end
+      parents[pid].n = parents[pid].n + 1
+    end
+  end
+  table.sort(order)
+  local parts = {}
+  for _, pid in ipairs(order) do
+    local q = parents[pid]
+    parts[#parts + 1] = string.format("%d from study run %d (`%s`, commit %s)", q.n, pid, q.command, q.commit:sub(1, 10))
+  end
+  para(string.format("%d of the %d points were reused from earlier rex runs of this database with the same " ..
+    "options: %s.", reused, #points, table.concat(parts, "; ")))
 end
 if #failed > 0 then para("Runs that did not finish: " .. table.concat(failed, "; ")) end
 
