@@ -211,16 +211,34 @@ local function mean_sd(xs)
   return m, n > 1 and math.sqrt(v / (n - 1)) or 0, n
 end
 
-local stats = {} -- stats[model][method] = { final = {...}, best = {...}, time = {...} }
+local function median(xs)
+  local t = {}
+  for i, x in ipairs(xs) do t[i] = x end
+  table.sort(t)
+  local n = #t
+  if n == 0 then return nil end
+  return n % 2 == 1 and t[(n + 1) // 2] or (t[n // 2] + t[n // 2 + 1]) / 2
+end
+
+-- A run diverged when its last epoch's mean training loss is not finite or above ln(10) * 4
+-- (four times the loss of a uniform guess over the 10 classes).
+local DIVERGED = 4 * math.log(10)
+
+-- stats[model][method] = { final = {...}, best = {...}, time = {...}, diverged = n }; time is each
+-- run's median epoch time (robust to the spikes of a shared machine).
+local stats = {}
 for i, p in ipairs(points) do
   local r = result.runs[i] and wb.store.run(result.runs[i])
   if r and r.status == "FINISHED" and r.metrics["eval/final_test_acc"] then
     stats[p.model] = stats[p.model] or {}
-    local s = stats[p.model][p.method] or { final = {}, best = {}, time = {} }
+    local s = stats[p.model][p.method] or { final = {}, best = {}, time = {}, diverged = 0 }
     stats[p.model][p.method] = s
     table.insert(s.final, r.metrics["eval/final_test_acc"])
     table.insert(s.best, r.metrics["eval/best_test_acc"])
-    table.insert(s.time, r.metrics["time/epoch_mean_s"])
+    local h = wb.store.history(r.id, "time/epoch_s")
+    table.insert(s.time, median(h.values) or r.metrics["time/epoch_mean_s"])
+    local loss = r.metrics["train/loss"]
+    if not loss or loss ~= loss or loss > DIVERGED then s.diverged = s.diverged + 1 end
   end
 end
 
@@ -242,35 +260,58 @@ add(string.format("Setup: MLP 784-%d-%d-%d-10 and LeNet-style CNN (FC 400-128-96
   "dropout's time per epoch / the method's).\n", P.mlp_hidden, P.mlp_hidden, P.mlp_hidden, opt.p, opt.block, epochs,
   steps_per_epoch, opt.batch, train_set:size(), val:size(), test:size(), opt.lr, opt.momentum, seeds_n,
   wb.get_num_threads()))
+-- a difference of means and whether it stands out from the seeds' noise (two standard errors)
+local function versus(x, y)
+  local mx, sx, nx = mean_sd(x)
+  local my, sy, ny = mean_sd(y)
+  local se = 2 * math.sqrt(sx ^ 2 / nx + sy ^ 2 / ny)
+  local d = mx - my
+  if nx < 2 or ny < 2 then return d, 0, d > 0 and "single+" or "single-" end
+  return d, se, math.abs(d) > se and (d > 0 and "better" or "worse") or "tied"
+end
 local verdict = {}
 for _, model in ipairs(MODELS) do
   add(string.format("\n## %s\n", model))
-  add("| method | final test acc | best-epoch test acc | s/epoch | final vs dropout (pp) | best vs dropout (pp) | speed vs dropout |")
-  add("|---|---|---|---|---|---|---|")
+  add("| method | final test acc | best-epoch test acc | s/epoch (median) | final vs dropout (pp) | " ..
+    "best vs dropout (pp) | speed vs dropout | diverged runs |")
+  add("|---|---|---|---|---|---|---|---|")
   local S = stats[model] or {}
   local d = S.dropout
-  local df, db, dt = d and mean_sd(d.final), d and mean_sd(d.best), d and mean_sd(d.time)
+  local df, db, dt = d and mean_sd(d.final), d and mean_sd(d.best), d and median(d.time)
   for _, method in ipairs(METHODS) do
     local s = S[method]
     if s then
       local f, fsd, n = mean_sd(s.final)
       local b, bsd = mean_sd(s.best)
-      local t = mean_sd(s.time)
-      add(string.format("| %s | %.2f%% ± %.2f (n=%d) | %.2f%% ± %.2f | %.3f | %s | %s | %s |", method, 100 * f,
-        100 * fsd, n, 100 * b, 100 * bsd, t, df and string.format("%+.2f", 100 * (f - df)) or "-",
-        db and string.format("%+.2f", 100 * (b - db)) or "-", dt and string.format("%.2fx", dt / t) or "-"))
-      if df and method:match("^gyro") then
-        verdict[#verdict + 1] = string.format("%s %s: best-epoch accuracy %+.2f points against dropout " ..
-          "(paper: up to +1.93%%): %s.", model, method, 100 * (b - db),
-          b > db and "agrees in direction" or "does not reproduce the gain")
+      local t = median(s.time)
+      add(string.format("| %s | %.2f%% ± %.2f (n=%d) | %.2f%% ± %.2f | %.3f | %s | %s | %s | %d of %d |", method,
+        100 * f, 100 * fsd, n, 100 * b, 100 * bsd, t, df and string.format("%+.2f", 100 * (f - df)) or "-",
+        db and string.format("%+.2f", 100 * (b - db)) or "-", dt and string.format("%.2fx", dt / t) or "-",
+        s.diverged, n))
+      if db and method:match("^gyro") then
+        local diff, se, how = versus(s.best, d.best)
+        verdict[#verdict + 1] = string.format("%s %s: best-epoch accuracy %+.2f points against dropout (two " ..
+          "standard errors: %.2f; paper: up to +1.93 points): %s.", model, method, 100 * diff, 100 * se,
+          how == "better" and "better than dropout, as the paper claims" or how == "worse" and
+          "worse than dropout: disagrees with the paper" or how == "tied" and
+          "within the seeds' noise: no measurable gain" or how == "single+" and
+          "higher, but one seed cannot separate it from noise" or "lower, but one seed cannot separate it from noise")
       elseif dt and (method == "block" or method == "blockgyro") then
-        verdict[#verdict + 1] = string.format("%s %s: %.1f%% less training time per epoch than dropout " ..
-          "(negative: more; paper: up to 29.8%% faster), accuracy %+.2f points: %s.", model, method, 100 * (1 - t / dt),
-          100 * (b - db), t < dt and "faster, as claimed" or "not faster here")
+        local diff, se, how = versus(s.best, d.best)
+        local saved = 100 * (1 - t / dt)
+        verdict[#verdict + 1] = string.format("%s %s: %.1f%% %s training time per epoch than dropout (medians; " ..
+          "paper: up to 29.8%% less), %s; best-epoch accuracy %+.2f points (two standard errors %.2f)%s.", model,
+          method, math.abs(saved), saved >= 0 and "less" or "more", saved > 0 and "faster, as claimed" or
+          "not faster here", 100 * diff, 100 * se, s.diverged > 0 and string.format(
+            "; %d of %d runs diverged (training loss above %.1f at the end)", s.diverged, n, DIVERGED) or "")
       end
     end
   end
 end
+add("\nTimes per epoch are each run's median epoch (training only, evaluation excluded), taken from runs made " ..
+  "one after another, so other jobs on the machine shift them; block-wise against conventional dropout is timed " ..
+  "under control, in one run, by `wb_bench_dropout` (bench/README.md). A run counts as diverged when its last " ..
+  string.format("epoch's mean training loss is above %.1f (four times a uniform guess) or not finite.", DIVERGED))
 add("\n## Where wb's results agree or disagree with the paper\n")
 for _, v in ipairs(verdict) do add("- " .. v) end
 add(string.format("\nThe sweep took %.0f s.", wb.time() - t_start))
