@@ -52,14 +52,57 @@ static int gyro_draw(int64_t *draw, uint64_t key, int64_t k, int sigma, int tau)
   return NN_OK;
 }
 
-static int state_on_cpu(const nn_module *m) {
-  for (int i = 0; i < m->n_buffers; i++)
-    if (m->buffers[i].t->storage->device.type != NN_DEVICE_CPU)
-      return nn_seterr(NN_ERR_DEVICE, "%s: runs on the cpu only (its state is on %s)", m->vt->type,
-                       nn_device_name(m->buffers[i].t->storage->device.type));
+/* n int64 values of a state buffer to and from the host: direct on the cpu; on a device one
+ * synchronising read, or an asynchronous write (nn_copy_ of a host tensor) */
+static int state_read(nn_tensor *t, int64_t *v, int64_t n) {
+  if (t->storage->device.type == NN_DEVICE_CPU) {
+    memcpy(v, nn_tensor_data(t), (size_t)n * sizeof *v);
+    return NN_OK;
+  }
+  return nn_tensor_to_host(t, NN_DTYPE_I64, v);
+}
+
+static int state_write(nn_tensor *t, const int64_t *v, int64_t n) {
+  if (t->storage->device.type == NN_DEVICE_CPU) {
+    memcpy(nn_tensor_data(t), v, (size_t)n * sizeof *v);
+    return NN_OK;
+  }
+  nn_tensor *h = NULL;
+  int rc = nn_tensor_from_data(&h, 1, &n, NN_DTYPE_I64, v);
+  if (!rc) rc = nn_copy_(t, h);
+  nn_tensor_free(h);
+  return rc;
+}
+
+/* *out (G, nb) on pool's device: rows draw[0 .. G-1] of pool (sigma, nb) */
+static int gyro_rows(nn_tensor **out, nn_tensor *pool, const int64_t *draw, int G, int64_t nb) {
+  nn_tensor *g = NULL;
+  int rc = nn_tensor_empty(&g, 2, (int64_t[]){G, nb}, NN_DTYPE_F32, pool->storage->device);
+  if (!rc && pool->storage->device.type == NN_DEVICE_CPU) {
+    const float *pl = nn_tensor_data(pool);
+    float *gp = nn_tensor_data(g);
+    for (int i = 0; i < G; i++) memcpy(gp + i * nb, pl + draw[i] * nb, (size_t)nb * sizeof *gp);
+  } else { /* device to device copies of one row each, no synchronisation */
+    for (int i = 0; !rc && i < G; i++) {
+      nn_tensor *src = NULL, *dst = NULL;
+      rc = nn_narrow(&src, pool, 0, draw[i], 1);
+      if (!rc) rc = nn_narrow(&dst, g, 0, i, 1);
+      if (!rc) rc = nn_copy_(dst, src);
+      nn_tensor_free(src);
+      nn_tensor_free(dst);
+    }
+  }
+  if (rc) {
+    nn_tensor_free(g);
+    return rc;
+  }
+  *out = g;
   return NN_OK;
 }
 
+/* The state may live on any device (nn_module_to moves buffers with the parameters): on the cpu
+ * it is read and written in place; elsewhere the step and the draw (or the key, at a period's
+ * start) are read with one synchronisation each, and the mask rows are copied on the device. */
 static int gyro_prepare(nn_module *m, int64_t N, int64_t U, nn_tensor **gm, int64_t *bs) {
   *gm = NULL;
   const gyro_state *s = m->state;
@@ -67,30 +110,39 @@ static int gyro_prepare(nn_module *m, int64_t N, int64_t U, nn_tensor **gm, int6
   if (U != s->o.size)
     return nn_seterr(NN_ERR_SHAPE, "GyroDropout: input with %lld units per row, expected size=%lld",
                      (long long)U, (long long)s->o.size);
-  int rc = state_on_cpu(m);
-  if (rc) return rc;
   nn_tensor *pool = m->buffers[0].t, *drawt = m->buffers[1].t, *stept = m->buffers[2].t;
   nn_tensor *keyt = m->buffers[3].t;
-  int64_t *step = nn_tensor_data(stept), *draw = nn_tensor_data(drawt);
-  if (*step % s->period == 0) {
-    rc = gyro_draw(draw, (uint64_t) * (int64_t *)nn_tensor_data(keyt), *step / s->period,
-                   s->o.sigma, s->o.tau);
-    if (rc) return rc;
+  int64_t step = 0, key = 0, *draw = malloc((size_t)s->o.tau * sizeof *draw);
+  if (!draw) return nn_seterr(NN_ERR_NOMEM, "GyroDropout: out of memory");
+  int rc = state_read(stept, &step, 1);
+  if (!rc && step % s->period == 0) {
+    rc = state_read(keyt, &key, 1);
+    if (!rc) rc = gyro_draw(draw, (uint64_t)key, step / s->period, s->o.sigma, s->o.tau);
+    if (!rc) rc = state_write(drawt, draw, s->o.tau);
+  } else if (!rc) {
+    rc = state_read(drawt, draw, s->o.tau);
   }
+  for (int i = 0; !rc && i < s->o.tau; i++)
+    if (draw[i] < 0 || draw[i] >= s->o.sigma)
+      rc = nn_seterr(NN_ERR_STATE, "GyroDropout: draw index %lld outside the pool of %d masks",
+                     (long long)draw[i], s->o.sigma);
   nn_tensor *g = NULL;
-  rc = nn_tensor_empty(&g, 2, (int64_t[]){s->o.tau, s->nb}, NN_DTYPE_F32, nn_cpu);
-  if (rc) return rc;
-  const float *pl = nn_tensor_data(pool);
-  float *gp = nn_tensor_data(g);
-  for (int i = 0; i < s->o.tau; i++)
-    memcpy(gp + i * s->nb, pl + draw[i] * s->nb, (size_t)s->nb * sizeof *gp);
-  (*step)++;
+  if (!rc) rc = gyro_rows(&g, pool, draw, s->o.tau, s->nb);
+  step++;
+  if (!rc) rc = state_write(stept, &step, 1);
+  free(draw);
+  if (rc) {
+    nn_tensor_free(g);
+    return rc;
+  }
   *gm = g;
   *bs = s->o.block;
   return NN_OK;
 }
 
-static int bdrop_prepare(nn_module *m, int64_t N, int64_t U, nn_tensor **gm, int64_t *bs) {
+/* A fresh (groups, nb) mask drawn on dev (the same numbers on every device: nn/rng.h). */
+static int bdrop_prepare(nn_module *m, int64_t N, int64_t U, nn_device dev, nn_tensor **gm,
+                         int64_t *bs) {
   *gm = NULL;
   const bdrop_state *s = m->state;
   (void)N;
@@ -99,7 +151,7 @@ static int bdrop_prepare(nn_module *m, int64_t N, int64_t U, nn_tensor **gm, int
                      "BlockDropout: block=%lld does not divide the %lld units per row",
                      (long long)s->block, (long long)U);
   nn_tensor *g = NULL;
-  int rc = nn_tensor_empty(&g, 2, (int64_t[]){s->groups, U / s->block}, NN_DTYPE_F32, nn_cpu);
+  int rc = nn_tensor_empty(&g, 2, (int64_t[]){s->groups, U / s->block}, NN_DTYPE_F32, dev);
   if (!rc) rc = nn_bernoulli_(g, 1.0 - s->p, m->rng);
   if (rc) {
     nn_tensor_free(g);
@@ -115,8 +167,19 @@ static double drop_p(const nn_module *m) {
                            : ((const bdrop_state *)m->state)->p;
 }
 
-static int drop_prepare(nn_module *m, int64_t N, int64_t U, nn_tensor **gm, int64_t *bs) {
-  return m->vt == &gyro_vt ? gyro_prepare(m, N, U, gm, bs) : bdrop_prepare(m, N, U, gm, bs);
+/* This step's (G, nb) block mask on dev (the device of the input it will multiply). */
+static int drop_prepare(nn_module *m, int64_t N, int64_t U, nn_device dev, nn_tensor **gm,
+                        int64_t *bs) {
+  if (m->vt != &gyro_vt) return bdrop_prepare(m, N, U, dev, gm, bs);
+  nn_tensor *g = NULL, *t = NULL;
+  int rc = gyro_prepare(m, N, U, &g, bs);
+  if (!rc && (g->storage->device.type != dev.type || g->storage->device.index != dev.index)) {
+    rc = nn_to_device(&t, g, dev);
+    nn_tensor_free(g);
+    g = rc ? NULL : t;
+  }
+  *gm = g;
+  return rc;
 }
 
 /* out = x * expand(gm) / (1 - p), x viewed as (N, U) */
@@ -143,7 +206,7 @@ static int drop_forward(nn_module *m, nn_tensor *x, nn_tensor **out) {
   for (int d = 1; d < x->ndim; d++) U *= x->shape[d];
   nn_tensor *gm = NULL;
   int64_t bs = 1;
-  int rc = drop_prepare(m, N, U, &gm, &bs);
+  int rc = drop_prepare(m, N, U, x->storage->device, &gm, &bs);
   if (!rc) rc = drop_apply(m, out, x, gm, bs);
   nn_tensor_free(gm);
   return rc;
@@ -306,7 +369,7 @@ static int bseq_forward(nn_module *m, nn_tensor *x, nn_tensor **out) {
         nn_tensor *gm = NULL, *y = NULL;
         int64_t bs = 1;
         nn_tensor *w = c->params[0].t, *b = c->n_params > 1 ? c->params[1].t : NULL;
-        if (d) rc = drop_prepare(d, cur->shape[0], w->shape[0], &gm, &bs);
+        if (d) rc = drop_prepare(d, cur->shape[0], w->shape[0], cur->storage->device, &gm, &bs);
         if (!rc) rc = nn_block_linear(&y, cur, w, b, kin, kin_bs, gm, bs);
         for (int k = i + 1; !rc && k < j; k++) { /* the activations */
           nn_tensor *z = NULL;

@@ -26,6 +26,12 @@
  * nb) block mask (each block kept with probability 1 - p) from the module's generator (m->rng,
  * NULL: the default one); groups = 1 shares one mask over the minibatch.
  *
+ * Devices: the layers follow their input. The mask is made on the input's device (BlockDropout
+ * draws it there: the same numbers on every device, nn/rng.h). GyroDropout's state may live on
+ * any device (nn_module_to moves it with the model); off the CPU each training forward reads the
+ * step and the draw (or the key, at a period's start) with one synchronisation each, and copies
+ * the drawn pool rows on the device.
+ *
  * On their own, both layers multiply by the expanded mask (dense work). Inside a
  * BlockSequential a Linear -> [elementwise activations] -> block-wise dropout -> Linear chain
  * runs on nn_block_linear: the first product computes only the kept output blocks, the second

@@ -20,9 +20,11 @@
  * the dense nn_linear followed by multiplying by the expanded kout mask (up to the order of the
  * float32 sums: BLAS blocks a shorter inner dimension differently). Differentiable in x, w and
  * bias: the gradients of the function above (zero at dropped units), computed over kept blocks
- * only. float32, CPU. Errors: NN_ERR_SHAPE (x not 2-D, w not (O, I), bias not (O), a mask not
- * 2-D or with a width other than features/bs, a block size not dividing the features),
- * NN_ERR_DTYPE (not float32), NN_ERR_DEVICE (no kernel on the device). */
+ * only. float32, on the CPU and on CUDA (backend/cuda/cuda_block.cu, which reads the masks to the
+ * host with one synchronisation per call; x, w, bias and the masks on one device).
+ * Errors: NN_ERR_SHAPE (x not 2-D, w not (O, I), bias not (O), a mask not 2-D or with a width
+ * other than features/bs, a block size not dividing the features), NN_ERR_DTYPE (not float32),
+ * NN_ERR_DEVICE (no kernel on the device, or tensors on different devices). */
 int nn_block_linear(nn_tensor **out, nn_tensor *x, nn_tensor *w, nn_tensor *bias, nn_tensor *kin,
                     int64_t bsi, nn_tensor *kout, int64_t bso);
 

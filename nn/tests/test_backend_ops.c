@@ -17,8 +17,10 @@
  * Kernels the device may leave unset (the fused conv2d+relu+max_pool2d ops) must then give
  * "<op> is not implemented on <device>". */
 #include "backend.h"
+#include "gyro_dropout.h"
 #include "harness.h"
 #include "module.h"
+#include "ops_block.h"
 #include "optim.h"
 
 #include <math.h>
@@ -74,6 +76,8 @@ static int n_inputs(int op, const nn_op_params *p) {
   case NN_OP_BATCHNORM:
   case NN_OP_LAYERNORM_BACKWARD:
   case NN_OP_RMSPROP_STEP:
+  case NN_OP_BLOCK_LINEAR:
+  case NN_OP_BLOCK_LINEAR_BACKWARD:
     return 5;
   case NN_OP_BATCHNORM_BACKWARD:
     return 6;
@@ -117,6 +121,9 @@ static int poison_mask(int op, nn_tensor *const *out, nn_tensor *const *in, cons
   case NN_OP_CROSS_ENTROPY_SOFT_BACKWARD:
   case NN_OP_MSE_LOSS_BACKWARD:
     mask = (p->i[1] & 3) == 3 ? 3 : 1;
+    break;
+  case NN_OP_BLOCK_LINEAR_BACKWARD: /* dx, dw, dbias as flagged, all written in full */
+    mask = (1 << __builtin_popcount((unsigned)(p->i[5] & 7))) - 1;
     break;
   default:
     mask = 1;
@@ -694,6 +701,81 @@ static int f_model(const tcase *c, nn_tensor **in, nn_tensor **out, int *n) {
   return rc;
 }
 
+/* block-wise dropout's products: i[0] 0 block_linear (in: x, w, bias?, kin?, kout?; block sizes
+ * i[1], i[2]), 1 block_mask_expand (in0 the mask; i[1] rows, i[2] block size) */
+static int f_block(const tcase *c, nn_tensor **in, nn_tensor **out, int *n) {
+  *n = 1;
+  if (c->i[0] == 1) return nn_block_mask_expand(&out[0], in[0], c->i[1], c->i[2]);
+  return nn_block_linear(&out[0], in[0], in[1], in[2], in[3], c->i[1], in[4], c->i[2]);
+}
+
+/* A (G, nb) block mask of 0/1 flags (keep 1/2); row zero_row (if >= 0) drops every block, and
+ * one kept flag is 2 (any nonzero keeps). */
+static nn_tensor *bmask(int64_t G, int64_t nb, int64_t zero_row) {
+  nn_tensor *m = tied((int64_t[]){G, nb}, 2, 2);
+  for (int64_t b = 0; zero_row >= 0 && b < nb; b++) nn_tensor_set_flat(m, zero_row * nb + b, 0);
+  for (int64_t i = 0; i < G * nb; i++)
+    if (i / nb != zero_row && nn_tensor_get_flat(m, i) != 0) {
+      nn_tensor_set_flat(m, i, 2);
+      break;
+    }
+  return m;
+}
+
+/* a BlockSequential with BlockDropout and GyroDropout (fused block-sparse products, and a gyro
+ * layer with unit masks run densely), moved with nn_module_to, three SGD steps (the gyro period
+ * starts again at step 2): out = the losses and two weights */
+static int f_block_model(const tcase *c, nn_tensor **in, nn_tensor **out, int *n) {
+  (void)c;
+  nn_manual_seed(9);
+  nn_module *l[10], *m = NULL;
+  nn_gyro_opts g1 = {.p = 0.5, .size = 32, .sigma = 6, .tau = 3, .period = 2, .block = 16};
+  nn_gyro_opts g2 = {.p = 0.3, .size = 16, .sigma = 4, .tau = 2, .period = 1, .block = 1};
+  int rc = nn_linear_new(&l[0], 12, 32, true);
+  if (!rc) rc = nn_activation_new(&l[1], NN_ACT_RELU, 0);
+  if (!rc) rc = nn_block_dropout_new(&l[2], 0.5, 8, 3);
+  if (!rc) rc = nn_linear_new(&l[3], 32, 32, true);
+  if (!rc) rc = nn_activation_new(&l[4], NN_ACT_GELU, 0);
+  if (!rc) rc = nn_gyro_dropout_new(&l[5], &g1);
+  if (!rc) rc = nn_linear_new(&l[6], 32, 16, true);
+  if (!rc) rc = nn_activation_new(&l[7], NN_ACT_TANH, 0);
+  if (!rc) rc = nn_gyro_dropout_new(&l[8], &g2);
+  if (!rc) rc = nn_linear_new(&l[9], 16, 4, false);
+  if (rc) return rc; /* cannot happen with these options */
+  rc = nn_block_sequential_new(&m, 10, l);
+  for (int k = 0; k < 10; k++) nn_module_free(l[k]);
+  if (!rc) rc = nn_module_to(m, cur_dev);
+  nn_named *ps = NULL;
+  int np = 0;
+  if (!rc) rc = nn_module_parameters(m, &ps, &np);
+  nn_tensor *pt[8];
+  for (int k = 0; k < np && k < 8; k++) pt[k] = ps[k].t;
+  nn_optim_opts o = nn_optim_defaults(NN_OPTIM_SGD);
+  o.lr = 0.1;
+  o.momentum = 0.9;
+  nn_optim *opt = NULL;
+  if (!rc) rc = nn_optim_new(&opt, NN_OPTIM_SGD, np, pt, &o);
+  nn_tensor *losses[3] = {0};
+  for (int s = 0; !rc && s < 3; s++) {
+    nn_tensor *y = NULL;
+    rc = nn_module_forward(m, in[0], &y);
+    if (!rc) rc = nn_cross_entropy(&losses[s], y, in[1], NN_REDUCTION_MEAN);
+    nn_tensor_free(y);
+    nn_optim_zero_grad(opt, true);
+    if (!rc) rc = nn_backward(losses[s], NULL);
+    if (!rc) rc = nn_optim_step(opt);
+  }
+  if (!rc) rc = nn_stack(&out[0], 3, losses, 0);
+  if (!rc) out[1] = nn_tensor_retain(ps[0].t), out[2] = nn_tensor_retain(ps[np - 1].t);
+  for (int s = 0; s < 3; s++) nn_tensor_free(losses[s]);
+  nn_named_list_free(ps, np);
+  nn_optim_free(opt);
+  nn_module_free(m);
+  *n = rc ? 0 : 3;
+  if (rc) nn_tensor_free(out[0]), out[0] = NULL;
+  return rc;
+}
+
 /* ---------------------------------------------------------------- the suite */
 
 #define CASE(...)                                                                                  \
@@ -935,6 +1017,38 @@ static void suite(void) {
   /* a model moved with nn_module_to, trained three steps */
   CASE("MLP moved to the device, 3 SGD steps", f_model, 2, {rnd(SH(8, 12), -1, 1), ints(SH(8), 4)},
        {0, 0}, 0, .atol = 1e-5, .rtol = 1e-4);
+
+  /* block-wise dropout: block_linear with and without masks, G not dividing N, groups with no
+   * kept block, more groups than rows, bias or not, every subset of gradients, strided inputs
+   * (the front-end packs them); block_mask_expand; then a BlockSequential model */
+  {
+    struct {
+      int64_t N, I, O, bsi, bso, Gi, Go; /* G 0: no mask */
+      int bias, layout_x, layout_w;
+      unsigned grad;
+    } bl[] = {{16, 40, 24, 1, 1, 0, 0, 1, 0, 0, 7},   {10, 32, 24, 8, 1, 3, 0, 1, 0, 0, 7},
+              {13, 24, 64, 1, 16, 0, 4, 0, 0, 0, 3},  {17, 64, 96, 16, 32, 3, 5, 1, 0, 0, 7},
+              {3, 32, 32, 16, 16, 5, 4, 1, 0, 0, 7},  {24, 64, 64, 32, 16, 4, 4, 1, 1, 2, 7},
+              {11, 48, 32, 16, 16, 2, 3, 1, 0, 0, 2}, {11, 48, 32, 16, 16, 2, 3, 1, 0, 0, 5},
+              {9, 32, 48, 32, 16, 1, 2, 0, 0, 0, 1}};
+    for (size_t k = 0; k < sizeof bl / sizeof bl[0]; k++) {
+      nn_tensor *kin = bl[k].Gi ? bmask(bl[k].Gi, bl[k].I / bl[k].bsi, bl[k].Gi - 1) : NULL;
+      nn_tensor *kout = bl[k].Go ? bmask(bl[k].Go, bl[k].O / bl[k].bso, 0) : NULL;
+      CASE("block_linear", f_block, 5,
+           {rnd(SH(bl[k].N, bl[k].I), -1, 1), rnd(SH(bl[k].O, bl[k].I), -1, 1),
+            bl[k].bias ? rnd(SH(bl[k].O), -1, 1) : NULL, kin, kout},
+           {bl[k].layout_x, bl[k].layout_w, 0, 0, 0}, bl[k].grad, .atol = 1e-5, .rtol = 1e-4,
+           .i = {0, bl[k].bsi, bl[k].bso});
+    }
+    CASE("block_mask_expand", f_block, 1, {bmask(3, 4, 1)}, {0}, 0, EXACT, .i = {1, 10, 16});
+    CASE("block_mask_expand more groups than rows", f_block, 1, {bmask(5, 2, -1)}, {0}, 0, EXACT,
+         .i = {1, 3, 32});
+    CASE("block_mask_expand one group", f_block, 1, {bmask(1, 6, -1)}, {0}, 0, EXACT,
+         .i = {1, 7, 16});
+  }
+  CASE("BlockSequential with block and gyro dropout moved to the device, 3 SGD steps",
+       f_block_model, 2, {rnd(SH(8, 12), -1, 1), ints(SH(8), 4)}, {0, 0}, 0, .atol = 1e-5,
+       .rtol = 1e-4);
 }
 
 #ifdef WB_HAVE_CUDA
@@ -942,10 +1056,8 @@ static void suite(void) {
  * with the dispatcher's message. */
 static void coverage(const nn_backend_i *be) {
   for (int op = 0; op < NN_OP_COUNT; op++) {
-    /* fused or block-sparse kernels whose layers fall back (or stay on the CPU) without them */
-    bool optional = op == NN_OP_CONV2D_RELU_MAXPOOL || op == NN_OP_CONV2D_RELU_MAXPOOL_BACKWARD ||
-                    op == NN_OP_BLOCK_LINEAR || op == NN_OP_BLOCK_LINEAR_BACKWARD ||
-                    op == NN_OP_BLOCK_MASK_EXPAND;
+    /* fused kernels whose layers fall back without them */
+    bool optional = op == NN_OP_CONV2D_RELU_MAXPOOL || op == NN_OP_CONV2D_RELU_MAXPOOL_BACKWARD;
     if (be->kernels[op]) continue;
     CHECK(optional, "kernel %s is not implemented on cuda", nn_op_name(op));
     if (!optional) continue;

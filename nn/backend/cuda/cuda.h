@@ -177,6 +177,7 @@ void nn_cuda_register_reduce(nn_backend_i *be);
 void nn_cuda_register_nnet(nn_backend_i *be);
 void nn_cuda_register_index(nn_backend_i *be);
 void nn_cuda_register_optim(nn_backend_i *be);
+void nn_cuda_register_block(nn_backend_i *be);
 
 /* cuBLAS handle on cu_stream, math mode set from nn_get_allow_tf32() (cuda_core.cu). */
 struct cublasContext;

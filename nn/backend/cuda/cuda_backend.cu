@@ -90,5 +90,6 @@ extern "C" const nn_backend_i *nn_cuda_backend_init(void) {
   nn_cuda_register_nnet(&cuda_backend);
   nn_cuda_register_index(&cuda_backend);
   nn_cuda_register_optim(&cuda_backend);
+  nn_cuda_register_block(&cuda_backend);
   return &cuda_backend;
 }
