@@ -659,17 +659,10 @@ static int f_optim(const tcase *c, nn_tensor **in, nn_tensor **out, int *n) {
   return rc;
 }
 
-/* a small MLP moved with nn_module_to, three SGD steps: out = the losses and a parameter */
-static int f_model(const tcase *c, nn_tensor **in, nn_tensor **out, int *n) {
-  (void)c;
-  nn_manual_seed(5);
-  nn_module *l[3], *m = NULL;
-  int rc = nn_linear_new(&l[0], 12, 16, true);
-  if (!rc) rc = nn_activation_new(&l[1], NN_ACT_GELU, 0);
-  if (!rc) rc = nn_linear_new(&l[2], 16, 4, true);
-  if (!rc) rc = nn_sequential_new(&m, 3, l);
-  for (int k = 0; k < 3; k++) nn_module_free(l[k]);
-  if (!rc) rc = nn_module_to(m, cur_dev);
+/* Moves model m (taken) to the device under test and trains it three SGD steps on in[0], in[1]:
+ * out[0] = the stacked losses, then the first parameter and, with last, the last one. */
+static int train3(nn_module *m, nn_tensor **in, nn_tensor **out, int *n, bool last) {
+  int rc = nn_module_to(m, cur_dev);
   nn_named *ps = NULL;
   int np = 0;
   if (!rc) rc = nn_module_parameters(m, &ps, &np);
@@ -692,13 +685,28 @@ static int f_model(const tcase *c, nn_tensor **in, nn_tensor **out, int *n) {
   }
   if (!rc) rc = nn_stack(&out[0], 3, losses, 0);
   if (!rc) out[1] = nn_tensor_retain(ps[0].t);
+  if (!rc && last) out[2] = nn_tensor_retain(ps[np - 1].t);
   for (int s = 0; s < 3; s++) nn_tensor_free(losses[s]);
   nn_named_list_free(ps, np);
   nn_optim_free(opt);
   nn_module_free(m);
-  *n = rc ? 0 : 2;
+  *n = rc ? 0 : last ? 3 : 2;
   if (rc) nn_tensor_free(out[0]), out[0] = NULL;
   return rc;
+}
+
+/* a small MLP moved with nn_module_to, three SGD steps: out = the losses and a parameter */
+static int f_model(const tcase *c, nn_tensor **in, nn_tensor **out, int *n) {
+  (void)c;
+  nn_manual_seed(5);
+  nn_module *l[3], *m = NULL;
+  int rc = nn_linear_new(&l[0], 12, 16, true);
+  if (!rc) rc = nn_activation_new(&l[1], NN_ACT_GELU, 0);
+  if (!rc) rc = nn_linear_new(&l[2], 16, 4, true);
+  if (!rc) rc = nn_sequential_new(&m, 3, l);
+  for (int k = 0; k < 3; k++) nn_module_free(l[k]);
+  if (rc) return rc;
+  return train3(m, in, out, n, false);
 }
 
 /* block-wise dropout's products: i[0] 0 block_linear (in: x, w, bias?, kin?, kout?; block sizes
@@ -744,36 +752,8 @@ static int f_block_model(const tcase *c, nn_tensor **in, nn_tensor **out, int *n
   if (rc) return rc; /* cannot happen with these options */
   rc = nn_block_sequential_new(&m, 10, l);
   for (int k = 0; k < 10; k++) nn_module_free(l[k]);
-  if (!rc) rc = nn_module_to(m, cur_dev);
-  nn_named *ps = NULL;
-  int np = 0;
-  if (!rc) rc = nn_module_parameters(m, &ps, &np);
-  nn_tensor *pt[8];
-  for (int k = 0; k < np && k < 8; k++) pt[k] = ps[k].t;
-  nn_optim_opts o = nn_optim_defaults(NN_OPTIM_SGD);
-  o.lr = 0.1;
-  o.momentum = 0.9;
-  nn_optim *opt = NULL;
-  if (!rc) rc = nn_optim_new(&opt, NN_OPTIM_SGD, np, pt, &o);
-  nn_tensor *losses[3] = {0};
-  for (int s = 0; !rc && s < 3; s++) {
-    nn_tensor *y = NULL;
-    rc = nn_module_forward(m, in[0], &y);
-    if (!rc) rc = nn_cross_entropy(&losses[s], y, in[1], NN_REDUCTION_MEAN);
-    nn_tensor_free(y);
-    nn_optim_zero_grad(opt, true);
-    if (!rc) rc = nn_backward(losses[s], NULL);
-    if (!rc) rc = nn_optim_step(opt);
-  }
-  if (!rc) rc = nn_stack(&out[0], 3, losses, 0);
-  if (!rc) out[1] = nn_tensor_retain(ps[0].t), out[2] = nn_tensor_retain(ps[np - 1].t);
-  for (int s = 0; s < 3; s++) nn_tensor_free(losses[s]);
-  nn_named_list_free(ps, np);
-  nn_optim_free(opt);
-  nn_module_free(m);
-  *n = rc ? 0 : 3;
-  if (rc) nn_tensor_free(out[0]), out[0] = NULL;
-  return rc;
+  if (rc) return rc;
+  return train3(m, in, out, n, true);
 }
 
 /* ---------------------------------------------------------------- the suite */
