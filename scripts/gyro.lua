@@ -5,39 +5,44 @@
 -- units and dropout after each, and a LeNet-style CNN (conv 1-6 5x5 pad 2, pool, conv 6-16 5x5,
 -- pool, linear 400-128-96-10) with dropout after its two hidden linear layers. Methods: none,
 -- dropout p = 0.5, gyro (sigma, tau) = (256, 16), (1024, 8), (64, 16), block-wise dropout
--- (blocks of --block units, one block mask per minibatch) and block-wise gyro (256, 16). SGD
--- momentum 0.9, lr 0.05, batch 128. The hidden layers run in nn.BlockSequential, so block-wise
+-- (blocks of --block units) with one block mask per minibatch ("block") and with one per each of
+-- 16 row groups ("block16", the grouping of gyro's tau = 16; one mask per minibatch diverged at
+-- this learning rate on the MLP), and block-wise gyro (256, 16). SGD momentum 0.9, lr 0.05,
+-- batch 128. The hidden layers run in nn.BlockSequential, so block-wise
 -- methods compute only the kept blocks (nn/gyro_dropout.h).
 --
 --   wb run scripts/gyro.lua --profile quick   CI smoke run: MLP 3x256, CNN as above, 2,048
 --                                             training, 512 validation and 1,000 test images,
---                                             3 epochs at batch 64, 1 seed, 1 thread: 14 runs
+--                                             3 epochs at batch 64, 1 seed, 1 thread: 16 runs
 --                                             in about 10-30 s with the report on this 2-core
 --                                             machine; writes results/gyro_quick.md
 --   wb run scripts/gyro.lua --profile full    the study: 55,000 training, 5,000 validation
 --                                             (the last 5,000 training images) and 10,000 test
---                                             images, 10 epochs, 5 seeds: 70 runs; writes
+--                                             images, 10 epochs, 5 seeds: 80 runs; writes
 --                                             results/gyro.md. Estimated on this 2-core machine
 --                                             (1 thread, idle) from step times of about 30 ms
 --                                             (MLP dense dropout, 430 steps per epoch) and 4 ms
 --                                             (CNN): about 25 x 10 x 430 x 30 ms = 0.9 h for the
---                                             dense MLPs, 0.2 h for the block-wise ones, 0.2 h
---                                             for the CNNs and evaluation: about 1.3 h; more
+--                                             dense MLPs, 0.3 h for the block-wise ones, 0.2 h
+--                                             for the CNNs and evaluation: about 1.4 h; more
 --                                             when the machine is shared (the report states the
 --                                             measured time). --epochs 20 doubles it.
 --   wb run scripts/gyro.lua --help            every option
 --
--- A killed run resumes (run:sweep skips finished points). Logged per run and epoch: train/loss,
+-- A killed run resumes (run:sweep skips finished points), and any gyro run of the same database
+-- reuses the points an earlier one finished with the same options (scripts/reuse.lua), so parts
+-- of the study (e.g. --methods block16) can run side by side. Logged per run and epoch: train/loss,
 -- eval/val_acc, eval/test_acc, time/epoch_s; at the end eval/final_test_acc, eval/best_val_acc,
 -- eval/best_test_acc (test accuracy at the epoch of best validation accuracy: the selection never
 -- looks at the test set), time/epoch_mean_s. The report is computed from the result store.
 local wb = require "wb"
+local reuse = require "reuse"
 local nn, optim = wb.nn, wb.optim
 
 local opt = wb.args({
   profile = "quick",
   models = "mlp,cnn",
-  methods = "none,dropout,gyro256x16,gyro1024x8,gyro64x16,block,blockgyro",
+  methods = "none,dropout,gyro256x16,gyro1024x8,gyro64x16,block,block16,blockgyro",
   seeds = 0,
   epochs = 0,
   block = 32,
@@ -51,7 +56,8 @@ local opt = wb.args({
   doc = {
     profile = "quick (CI smoke run) or full (the study); options at 0 take the profile's value",
     models = "comma-separated: mlp, cnn",
-    methods = "comma-separated: none, dropout, gyro<sigma>x<tau>, block, blockgyro",
+    methods = "comma-separated: none, dropout, gyro<sigma>x<tau>, block (one block mask per minibatch), " ..
+      "block<G> (a block mask per each of G row groups), blockgyro",
     seeds = "seeds 1..N (0: quick 1, full 5)",
     epochs = "training epochs (0: quick 3, full 10)",
     block = "block size of the block-wise methods (16, 32, 64; must divide the hidden widths)",
@@ -85,11 +91,14 @@ for _, m in ipairs(MODELS) do
   if m ~= "mlp" and m ~= "cnn" then error("unknown model " .. m .. "; known: mlp, cnn", 0) end
 end
 local function method_info(name)
-  if name == "none" or name == "dropout" or name == "block" then return { kind = name } end
+  if name == "none" or name == "dropout" then return { kind = name } end
+  if name == "block" then return { kind = "block", groups = 1 } end
   if name == "blockgyro" then return { kind = "gyro", sigma = 256, tau = 16, block = opt.block } end
+  local g = name:match("^block(%d+)$")
+  if g and tonumber(g) >= 1 then return { kind = "block", groups = tonumber(g) } end
   local s, t = name:match("^gyro(%d+)x(%d+)$")
   if s then return { kind = "gyro", sigma = tonumber(s), tau = tonumber(t), block = 1 } end
-  error("unknown method " .. name .. "; known: none, dropout, gyro<sigma>x<tau>, block, blockgyro", 0)
+  error("unknown method " .. name .. "; known: none, dropout, gyro<sigma>x<tau>, block, block<groups>, blockgyro", 0)
 end
 for _, m in ipairs(METHODS) do method_info(m) end
 
@@ -113,7 +122,7 @@ local function dropout(method, width)
   local m = method_info(method)
   if m.kind == "none" then return nil end
   if m.kind == "dropout" then return nn.Dropout(opt.p) end
-  if m.kind == "block" then return nn.BlockDropout { p = opt.p, block = opt.block } end
+  if m.kind == "block" then return nn.BlockDropout { p = opt.p, block = opt.block, groups = m.groups } end
   return nn.GyroDropout { p = opt.p, size = width, sigma = m.sigma, tau = m.tau, iters = ITERS, block = m.block }
 end
 
@@ -189,16 +198,31 @@ end
 local seeds = {}
 for i = 1, seeds_n do seeds[i] = i end
 local points = wb.grid({ model = MODELS, seed = seeds, method = METHODS }, { order = { "model", "seed", "method" } })
-local study <close> = wb.experiment { name = opt.profile == "full" and "gyro" or "gyro_quick",
+local study_name = opt.profile == "full" and "gyro" or "gyro_quick"
+local study <close> = wb.experiment { name = study_name,
   params = { profile = opt.profile, models = opt.models, methods = opt.methods, seeds = seeds_n, epochs = epochs,
     block = opt.block, p = opt.p, lr = opt.lr, momentum = opt.momentum, batch = opt.batch } }
 print(string.format("gyro: %s profile, %d runs (%d models x %d seeds x %d methods), %d epochs of %d steps, " ..
   "%d training / %d validation / %d test images, %d threads", opt.profile, #points, #MODELS, seeds_n, #METHODS,
   epochs, steps_per_epoch, train_set:size(), val:size(), test:size(), wb.get_num_threads()))
+-- points an earlier gyro run of this database finished with the same options are reused
+local KEYS = { "model", "method", "seed", "profile", "epochs", "block", "p", "lr", "momentum", "batch" }
+local plan = reuse.plan(study_name, points, {
+  keys = function() return KEYS end,
+  value = function(p, k)
+    if p[k] ~= nil then return p[k] end
+    if k == "epochs" then return epochs end
+    return opt[k]
+  end,
+  done = "eval/final_test_acc",
+})
+if plan.reused > 0 then print(string.format("gyro: %d of %d points reused from earlier runs in %s", plan.reused,
+    #points, wb.store.path())) end
 local t_start = wb.time()
-local result = study:sweep(points, function(p, run) train_point(p, run) end)
-print(string.format("gyro: %d ran, %d skipped (already finished), %d failed in %.1f s",
-  result.ran, result.skipped, result.failed, wb.time() - t_start))
+local result = study:sweep(plan.todo, function(p, run) train_point(p, run) end)
+plan.fill(result)
+print(string.format("gyro: %d ran, %d reused, %d skipped (already finished), %d failed in %.1f s",
+  result.ran, plan.reused, result.skipped, result.failed, wb.time() - t_start))
 
 -- ---------------------------------------------------------------- the report, from the store
 
@@ -228,7 +252,7 @@ local DIVERGED = 4 * math.log(10)
 -- run's median epoch time (robust to the spikes of a shared machine).
 local stats = {}
 for i, p in ipairs(points) do
-  local r = result.runs[i] and wb.store.run(result.runs[i])
+  local r = plan.run_ids[i] and wb.store.run(plan.run_ids[i])
   if r and r.status == "FINISHED" and r.metrics["eval/final_test_acc"] then
     stats[p.model] = stats[p.model] or {}
     local s = stats[p.model][p.method] or { final = {}, best = {}, time = {}, diverged = 0 }
@@ -250,6 +274,11 @@ add("# Gyro dropout and block-wise dropout on Fashion-MNIST (wb)\n")
 add(string.format("Made by `%s` (study run %d, database %s), git commit %s%s, %s profile, %s.\n", command,
   study:id(), wb.store.path(), info.git_commit or "?", info.git_dirty and " (dirty)" or "", opt.profile,
   os.date("!%Y-%m-%d %H:%M UTC")))
+local sources = reuse.sources(plan.run_ids, study:id())
+if sources then
+  add(string.format("%d of the %d points were reused from earlier gyro runs of this database with the same options: " ..
+    "%s.\n", plan.reused, #points, sources))
+end
 if opt.profile ~= "full" then
   add("**Quick profile: a smoke run of the pipeline on small data and models. Not the study's result.**\n")
 end
@@ -296,7 +325,7 @@ for _, model in ipairs(MODELS) do
           "worse than dropout: disagrees with the paper" or how == "tied" and
           "within the seeds' noise: no measurable gain" or how == "single+" and
           "higher, but one seed cannot separate it from noise" or "lower, but one seed cannot separate it from noise")
-      elseif dt and (method == "block" or method == "blockgyro") then
+      elseif dt and method:match("^block") then
         local diff, se, how = versus(s.best, d.best)
         local saved = 100 * (1 - t / dt)
         verdict[#verdict + 1] = string.format("%s %s: %.1f%% %s training time per epoch than dropout (medians; " ..

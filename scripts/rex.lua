@@ -50,6 +50,7 @@
 -- the learning-rate curves as logged, and a setting-by-setting verdict on the paper's claim.
 local wb = require "wb"
 local schedules = require "wb.schedules"
+local reuse = require "reuse"
 local nn, optim = wb.nn, wb.optim
 
 local ALL = "constant,step,multistep,exponential,linear,cosine,onecycle,poly,invsqrt," ..
@@ -297,40 +298,8 @@ local function point_value(p, k)
   if cfg[k] ~= nil then return cfg[k] end
   return opt[k]
 end
-local function same_value(a, stored)
-  if stored == nil then return false end
-  if type(a) == "number" then return tonumber(stored) == a end
-  return tostring(a) == stored
-end
-local earlier = {}
-for _, r in ipairs(wb.store.runs { experiment = study_name, status = "FINISHED" }) do
-  if r.parent_id then
-    local d = wb.store.run(r.id)
-    if d and d.metrics["eval/acc"] then earlier[#earlier + 1] = d end
-  end
-end
-local run_ids, todo, todo_index = {}, {}, {}
-for i, p in ipairs(points) do
-  local keys = point_keys(p)
-  for _, d in ipairs(earlier) do
-    local same = true
-    for _, k in ipairs(keys) do
-      if not same_value(point_value(p, k), d.params[k]) then
-        same = false
-        break
-      end
-    end
-    if same then
-      run_ids[i] = d.id
-      break
-    end
-  end
-  if not run_ids[i] then
-    todo[#todo + 1] = p
-    todo_index[#todo] = i
-  end
-end
-local reused = #points - #todo
+local plan = reuse.plan(study_name, points, { keys = point_keys, value = point_value, done = "eval/acc" })
+local todo, run_ids, reused = plan.todo, plan.run_ids, plan.reused
 if reused > 0 then print(string.format("rex: %d of %d points reused from earlier runs in %s", reused, #points,
     wb.store.path())) end
 
@@ -343,7 +312,7 @@ local result = study:sweep(todo, function(p, run)
     io.stderr:write(string.format("rex: %d/%d runs, %.0f s\n", done, #todo, wb.time() - t_start))
   end
 end)
-for j, id in ipairs(result.runs) do run_ids[todo_index[j]] = id end
+plan.fill(result)
 local sweep_s = wb.time() - t_start
 print(string.format("rex: %d ran, %d reused, %d skipped (already finished), %d failed in %.1f s",
   result.ran, reused, result.skipped, result.failed, sweep_s))
@@ -593,28 +562,8 @@ if cfg.mlp_hidden ~= 512 then
     "and hidden width. Not the study's result.", cfg.mlp_hidden, cfg.mlp_hidden, cfg.cnn_widths))
 end
 if reused > 0 then
-  -- where the reused runs came from: their study runs' commands and commits
-  local parents, order = {}, {}
-  for i = 1, #points do
-    local r = wb.store.run(run_ids[i])
-    local pid = r and r.parent_id
-    if pid and pid ~= study:id() then
-      if not parents[pid] then
-        local pr = wb.store.run(pid) or {}
-        parents[pid] = { n = 0, command = pr.tags and pr.tags["wb.command"] or "?", commit = pr.git_commit or "?" }
-        order[#order + 1] = pid
-      end
-      parents[pid].n = parents[pid].n + 1
-    end
-  end
-  table.sort(order)
-  local parts = {}
-  for _, pid in ipairs(order) do
-    local q = parents[pid]
-    parts[#parts + 1] = string.format("%d from study run %d (`%s`, commit %s)", q.n, pid, q.command, q.commit:sub(1, 10))
-  end
   para(string.format("%d of the %d points were reused from earlier rex runs of this database with the same " ..
-    "options: %s.", reused, #points, table.concat(parts, "; ")))
+    "options: %s.", reused, #points, reuse.sources(run_ids, study:id())))
 end
 if #failed > 0 then para("Runs that did not finish: " .. table.concat(failed, "; ")) end
 
