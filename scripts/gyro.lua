@@ -29,7 +29,9 @@
 --                                             measured time). --epochs 20 doubles it.
 --   wb run scripts/gyro.lua --help            every option
 --
--- A killed run resumes (run:sweep skips finished points), and any gyro run of the same database
+-- A run whose mean training loss of an epoch is not finite has diverged: it stops there and logs
+-- train/diverged_epoch (its final accuracy is the diverged network's). A killed run resumes
+-- (run:sweep skips finished points), and any gyro run of the same database
 -- reuses the points an earlier one finished with the same options (scripts/reuse.lua), so parts
 -- of the study (e.g. --methods block16) can run side by side. Logged per run and epoch: train/loss,
 -- eval/val_acc, eval/test_acc, time/epoch_s; at the end eval/final_test_acc, eval/best_val_acc,
@@ -169,7 +171,7 @@ local function train_point(p, run)
   local model = build(p.model, p.method)
   local o = optim.SGD(model:parameters(), { lr = opt.lr, momentum = opt.momentum })
   local train = wb.data.dataset(train_set:x(), train_set:y(), { n_classes = 10 })
-  local best_val, best_test, time_sum, step = -1, 0, 0, 0
+  local best_val, best_test, time_sum, step, epochs_run = -1, 0, 0, 0, 0
   local test_acc
   model:train()
   for epoch = 1, epochs do
@@ -186,11 +188,19 @@ local function train_point(p, run)
     local val_acc = accuracy(model, val)
     test_acc = accuracy(model, test)
     if val_acc > best_val then best_val, best_test = val_acc, test_acc end
-    run:log(epoch, { ["train/loss"] = loss_sum / n, ["eval/val_acc"] = val_acc, ["eval/test_acc"] = test_acc,
+    local mean_loss = loss_sum / n
+    run:log(epoch, { ["train/loss"] = mean_loss, ["eval/val_acc"] = val_acc, ["eval/test_acc"] = test_acc,
       ["time/epoch_s"] = epoch_s })
+    epochs_run = epoch
+    -- a non-finite loss means the weights are too: the run has diverged and stays so; its
+    -- accuracy from here on is a constant guess, so it stops (and says when)
+    if mean_loss ~= mean_loss or math.abs(mean_loss) == math.huge then
+      run:log(epoch, { ["train/diverged_epoch"] = epoch })
+      break
+    end
   end
   run:log(epochs, { ["eval/final_test_acc"] = test_acc, ["eval/best_val_acc"] = best_val,
-    ["eval/best_test_acc"] = best_test, ["time/epoch_mean_s"] = time_sum / epochs })
+    ["eval/best_test_acc"] = best_test, ["time/epoch_mean_s"] = time_sum / epochs_run })
 end
 
 -- ---------------------------------------------------------------- the sweep
@@ -340,7 +350,8 @@ end
 add("\nTimes per epoch are each run's median epoch (training only, evaluation excluded), taken from runs made " ..
   "one after another, so other jobs on the machine shift them; block-wise against conventional dropout is timed " ..
   "under control, in one run, by `wb_bench_dropout` (bench/README.md). A run counts as diverged when its last " ..
-  string.format("epoch's mean training loss is above %.1f (four times a uniform guess) or not finite.", DIVERGED))
+  string.format("epoch's mean training loss is above %.1f (four times a uniform guess) or not finite; a run stops " ..
+  "at its first epoch with a non-finite loss, and its final accuracy is the diverged network's.", DIVERGED))
 add("\n## Where wb's results agree or disagree with the paper\n")
 for _, v in ipairs(verdict) do add("- " .. v) end
 add(string.format("\nThe sweep took %.0f s.", wb.time() - t_start))
