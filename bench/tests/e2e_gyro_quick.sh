@@ -22,20 +22,21 @@ out=$("$WB" run "$ROOT/scripts/gyro.lua" --profile quick --db "$T/g.sqlite" 2>er
 echo "quick profile: $(( $(date +%s) - t0 )) s (runs and report)"
 check "gyro.lua exits 0" test $rc -eq 0
 [ $rc -eq 0 ] || tail -30 err.txt >&2
-check "14 runs announced" has "$out" "14 runs (2 models x 1 seeds x 7 methods)"
-check "all ran" has "$out" "14 ran, 0 skipped (already finished), 0 failed"
+check "16 runs announced" has "$out" "16 runs (2 models x 1 seeds x 8 methods)"
+check "all ran" has "$out" "16 ran, 0 reused, 0 skipped (already finished), 0 failed"
 md=results/gyro_quick.md
 check "report written" test -s $md
 m=$(cat $md 2>/dev/null)
 check "command in the report" has "$m" "wb run $ROOT/scripts/gyro.lua --profile quick"
 check "marked as the quick profile" has "$m" "Not the study's result."
-check "two tables of 7 methods" test "$(grep -cE '^\| (none|dropout|gyro[0-9]+x[0-9]+|block|blockgyro) \| [0-9.]+% ' $md)" = 14
-check "verdicts" test "$(grep -c 'paper: up to' $md)" = 10
+check "two tables of 8 methods" test "$(grep -cE '^\| (none|dropout|gyro[0-9]+x[0-9]+|block[0-9]*|blockgyro) \| [0-9.]+% ' $md)" = 16
+check "verdicts" test "$(grep -c 'paper: up to' $md)" = 12
+check "diverged runs counted" test "$(grep -cE '\| [0-9]+ of 1 \|$' $md)" = 16
 csv=$("$WB" export --format csv --experiment gyro_quick --db "$T/g.sqlite")
-check "best-epoch accuracy for every point" test "$(grep -c ',metric,eval/best_test_acc,' <<<"$csv")" = 14
+check "best-epoch accuracy for every point" test "$(grep -c ',metric,eval/best_test_acc,' <<<"$csv")" = 16
 best=$(grep ',metric,eval/final_test_acc,' <<<"$csv" | awk -F, '{ if ($(NF - 1) > m) m = $(NF - 1) } END { print m }')
 check "best accuracy above 0.6 ($best)" awk -v a="$best" 'BEGIN { exit !(a > 0.6 && a <= 1) }'
 out2=$("$WB" run "$ROOT/scripts/gyro.lua" --profile quick --db "$T/g.sqlite" 2>/dev/null)
-check "a second run resumes" has "$out2" "0 ran, 14 skipped"
+check "a second run reuses every point" has "$out2" "0 ran, 16 reused"
 echo "$pass passed, $fail failed"
 [ $fail -eq 0 ]
