@@ -258,8 +258,9 @@ static int batch_iter(lua_State *L) {
 /* ds:batches{size=64, shuffle=false, seed=, drop_last=false}: a generic-for iterator of x, y.
  * Each call is one epoch. Epochs of one seed are numbered per dataset: the first :batches call
  * with seed s shuffles with the permutation of (s, epoch 0), the next with (s, epoch 1), and so
- * on, so repeated epochs differ and a rerun of the script repeats them exactly. Without a seed the
- * dataset draws one from the global generator at its first :batches call and keeps it. Breaking
+ * on, so repeated epochs differ and a rerun of the script repeats them exactly. Without a seed a
+ * shuffling dataset draws one from the global generator at its first shuffled :batches call and
+ * keeps it; batches in order draw nothing, so evaluating never moves the generator. Breaking
  * out of the loop closes the iterator (its 4th value is a to-be-closed batcher). */
 static int lnn_batcher_new(lua_State *L) {
   static const char *const known[] = {"size", "shuffle", "seed", "drop_last", NULL};
@@ -272,6 +273,7 @@ static int lnn_batcher_new(lua_State *L) {
   o.drop_last = wb_lua_optboolean(L, 2, "drop_last", 0);
   lua_getiuservalue(L, 1, 1); /* 3: epoch counters */
   lua_Integer s = wb_lua_optinteger(L, 2, "seed", -1);
+  if (s < 0 && !o.shuffle) s = 0; /* in order: no randomness, and nothing drawn */
   if (s < 0) { /* the dataset's own seed, drawn once */
     if (lua_getfield(L, 3, "default_seed") != LUA_TNUMBER) {
       lua_pushinteger(L, (lua_Integer)nn_rng_below(nn_default_rng(), (uint64_t)1 << 53));

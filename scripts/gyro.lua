@@ -32,13 +32,13 @@
 -- A run whose mean training loss of an epoch is not finite has diverged: it stops there and logs
 -- train/diverged_epoch (its final accuracy is the diverged network's). A killed run resumes
 -- (run:sweep skips finished points), and any gyro run of the same database
--- reuses the points an earlier one finished with the same options (scripts/reuse.lua), so parts
+-- reuses the points an earlier one finished with the same options (scripts/studylib.lua), so parts
 -- of the study (e.g. --methods block16) can run side by side. Logged per run and epoch: train/loss,
 -- eval/val_acc, eval/test_acc, time/epoch_s; at the end eval/final_test_acc, eval/best_val_acc,
 -- eval/best_test_acc (test accuracy at the epoch of best validation accuracy: the selection never
 -- looks at the test set), time/epoch_mean_s. The report is computed from the result store.
 local wb = require "wb"
-local reuse = require "reuse"
+local studylib = require "studylib"
 local nn, optim = wb.nn, wb.optim
 
 local opt = wb.args({
@@ -217,7 +217,7 @@ print(string.format("gyro: %s profile, %d runs (%d models x %d seeds x %d method
   epochs, steps_per_epoch, train_set:size(), val:size(), test:size(), wb.get_num_threads()))
 -- points an earlier gyro run of this database finished with the same options are reused
 local KEYS = { "model", "method", "seed", "profile", "epochs", "block", "p", "lr", "momentum", "batch" }
-local plan = reuse.plan(study_name, points, {
+local plan = studylib.plan(study_name, points, {
   keys = function() return KEYS end,
   value = function(p, k)
     if p[k] ~= nil then return p[k] end
@@ -284,7 +284,7 @@ add("# Gyro dropout and block-wise dropout on Fashion-MNIST (wb)\n")
 add(string.format("Made by `%s` (study run %d, database %s), git commit %s%s, %s profile, %s.\n", command,
   study:id(), wb.store.path(), info.git_commit or "?", info.git_dirty and " (dirty)" or "", opt.profile,
   os.date("!%Y-%m-%d %H:%M UTC")))
-local sources = reuse.sources(plan.run_ids, study:id())
+local sources = studylib.sources(plan.run_ids, study:id())
 if sources then
   add(string.format("%d of the %d points were reused from earlier gyro runs of this database with the same options: " ..
     "%s.\n", plan.reused, #points, sources))
@@ -360,5 +360,18 @@ os.execute("mkdir -p \"$(dirname '" .. out .. "')\"")
 local f = assert(io.open(out .. ".md", "w"))
 f:write(table.concat(md, "\n"), "\n")
 f:close()
+-- one row per point, for analyses of one's own
+local csv_rows = {}
+for i, p in ipairs(points) do
+  local r = plan.run_ids[i] and wb.store.run(plan.run_ids[i])
+  local mt = r and r.metrics or {}
+  local h = r and wb.store.history(r.id, "time/epoch_s") or { values = {} }
+  csv_rows[i] = { plan.run_ids[i], p.model, p.method, p.seed, mt["eval/final_test_acc"], mt["eval/best_val_acc"],
+    mt["eval/best_test_acc"], median(h.values), #h.values, mt["train/loss"], mt["train/diverged_epoch"],
+    r and r.status or "missing" }
+end
+studylib.write_csv(out .. ".csv", { "run", "model", "method", "seed", "final_test_acc", "best_val_acc",
+  "best_test_acc", "epoch_median_s", "epochs", "last_train_loss", "diverged_epoch", "status" }, csv_rows)
 study:artifact(out .. ".md", "report")
-print(string.format("gyro: report %s.md; total %.1f s", out, wb.time() - t_start))
+study:artifact(out .. ".csv", "data")
+print(string.format("gyro: report %s.md (CSV: %s.csv); total %.1f s", out, out, wb.time() - t_start))

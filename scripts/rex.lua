@@ -50,7 +50,7 @@
 -- the learning-rate curves as logged, and a setting-by-setting verdict on the paper's claim.
 local wb = require "wb"
 local schedules = require "wb.schedules"
-local reuse = require "reuse"
+local studylib = require "studylib"
 local nn, optim = wb.nn, wb.optim
 
 local ALL = "constant,step,multistep,exponential,linear,cosine,onecycle,poly,invsqrt," ..
@@ -298,7 +298,7 @@ local function point_value(p, k)
   if cfg[k] ~= nil then return cfg[k] end
   return opt[k]
 end
-local plan = reuse.plan(study_name, points, { keys = point_keys, value = point_value, done = "eval/acc" })
+local plan = studylib.plan(study_name, points, { keys = point_keys, value = point_value, done = "eval/acc" })
 local todo, run_ids, reused = plan.todo, plan.run_ids, plan.reused
 if reused > 0 then print(string.format("rex: %d of %d points reused from earlier runs in %s", reused, #points,
     wb.store.path())) end
@@ -563,7 +563,7 @@ if cfg.mlp_hidden ~= 512 then
 end
 if reused > 0 then
   para(string.format("%d of the %d points were reused from earlier rex runs of this database with the same " ..
-    "options: %s.", reused, #points, reuse.sources(run_ids, study:id())))
+    "options: %s.", reused, #points, studylib.sources(run_ids, study:id())))
 end
 if #failed > 0 then para("Runs that did not finish: " .. table.concat(failed, "; ")) end
 
@@ -739,7 +739,19 @@ f:write("<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>REX and bud
   "th{background:#f3f3f3}td.n{text-align:right;font-variant-numeric:tabular-nums}svg{display:block;margin:1em 0}",
   "code{background:#f3f3f3;padding:0 3px}</style></head><body>\n", table.concat(html, "\n"), "\n</body></html>\n")
 f:close()
+-- one row per point, for analyses of one's own
+local csv_path, csv_rows = out .. ".csv", {}
+for i, p in ipairs(points) do
+  local r = run_ids[i] and wb.store.run(run_ids[i])
+  local mt = r and r.metrics or {}
+  csv_rows[i] = { run_ids[i], p.model, p.optimizer, p.budget, p.schedule, p.seed, mt["train/steps"], mt["eval/acc"],
+    mt["eval/loss"], mt["time/run_s"], r and r.status or "missing" }
+end
+studylib.write_csv(csv_path, { "run", "model", "optimizer", "budget", "schedule", "seed", "steps", "test_acc",
+  "test_loss", "run_s", "status" }, csv_rows)
 study:artifact(md_path, "report")
 study:artifact(html_path, "report")
-print(string.format("rex: report %s (HTML: %s) in %.1f s; total %.1f s; database %s", md_path, html_path,
+study:artifact(csv_path, "data")
+print(string.format("rex: report %s (HTML: %s, CSV: %s) in %.1f s; total %.1f s; database %s", md_path, html_path,
+  csv_path,
   wb.time() - t_start - sweep_s, wb.time() - t_start, wb.store.path()))

@@ -26,6 +26,8 @@ check "16 runs announced" has "$out" "16 runs (2 models x 1 seeds x 8 methods)"
 check "all ran" has "$out" "16 ran, 0 reused, 0 skipped (already finished), 0 failed"
 md=results/gyro_quick.md
 check "report written" test -s $md
+check "CSV: a header and one row per point" test "$(wc -l < results/gyro_quick.csv)" = 17
+check "CSV rows are finished points" test "$(grep -c ',FINISHED$' results/gyro_quick.csv)" = 16
 m=$(cat $md 2>/dev/null)
 check "command in the report" has "$m" "wb run $ROOT/scripts/gyro.lua --profile quick"
 check "marked as the quick profile" has "$m" "Not the study's result."

@@ -35,7 +35,9 @@ check "rex.lua exits 0" test $rc -eq 0
 check "192 runs announced" has "$out" "192 runs (2 models x 2 optimizers x 4 budgets x 1 seeds x 12 schedules)"
 check "MLP points reused" has "$out" "96 of 192 points reused from earlier runs"
 check "the rest ran" has "$out" "96 ran, 96 reused, 0 skipped (already finished), 0 failed"
-check "prints where the report is" has "$out" "rex: report results/rex_quick.md (HTML: results/rex_quick.html)"
+check "prints where the report is" has "$out" "rex: report results/rex_quick.md (HTML: results/rex_quick.html, CSV: results/rex_quick.csv)"
+check "CSV: a header and one row per point" test "$(wc -l < results/rex_quick.csv)" = 193
+check "CSV rows are finished points" test "$(grep -c ',FINISHED$' results/rex_quick.csv)" = 192
 md=results/rex_quick.md html=results/rex_quick.html
 check "Markdown report written" test -s $md
 check "HTML report written" test -s $html

@@ -1,7 +1,8 @@
--- scripts/reuse.lua: points of a sweep that earlier runs of the same study already finished.
+-- scripts/studylib.lua: helpers of the study scripts (rex.lua, gyro.lua).
 --
---   local reuse = require "reuse"   (wb puts the script's folder on package.path)
---   local r = reuse.plan(experiment, points, { keys = fn(p) -> {key, ...}, value = fn(p, key),
+-- Points of a sweep that earlier runs of the same study already finished:
+--   local studylib = require "studylib"   (wb puts the script's folder on package.path)
+--   local r = studylib.plan(experiment, points, { keys = fn(p) -> {key, ...}, value = fn(p, key),
 --                        done = metric that a finished point has logged })
 --   r.todo    the points still to run, in order       r.reused   how many were found
 --   r.run_ids run id per point (found ones filled in) r.fill(result) adds study:sweep(r.todo)'s runs
@@ -83,6 +84,30 @@ function M.sources(run_ids, study_id)
     parts[#parts + 1] = string.format("%d from study run %d (`%s`, commit %s)", q.n, pid, q.command, q.commit:sub(1, 10))
   end
   return table.concat(parts, "; ")
+end
+
+-- Writes a CSV file: head = {"col", ...}, rows = {{v, ...}, ...}; numbers with full precision,
+-- text quoted when it holds a comma, a quote or a newline; nil as an empty cell.
+function M.write_csv(path, head, rows)
+  local function cell(v)
+    if v == nil then return "" end
+    if type(v) == "number" then
+      if v ~= v then return "nan" end
+      return math.type(v) == "integer" and tostring(v) or string.format("%.17g", v)
+    end
+    v = tostring(v)
+    if v:find('[,"\n]') then v = '"' .. v:gsub('"', '""') .. '"' end
+    return v
+  end
+  local f = assert(io.open(path, "w"))
+  local function line(t)
+    local c = {}
+    for i = 1, #head do c[i] = cell(t[i]) end
+    f:write(table.concat(c, ","), "\n")
+  end
+  line(head)
+  for _, r in ipairs(rows) do line(r) end
+  f:close()
 end
 
 return M
