@@ -53,6 +53,7 @@ local opt = wb.args({
   momentum = 0.9,
   batch = 0,
   out = "",
+  report_only = false,
   threads = 0,
 }, {
   doc = {
@@ -68,6 +69,7 @@ local opt = wb.args({
     momentum = "SGD momentum",
     batch = "minibatch size (0: quick 64, full 128)",
     out = "report path without extension (default results/gyro, or results/gyro_quick)",
+    report_only = "train nothing: report the points earlier runs finished and list the missing ones",
     threads = "worker threads (0: quick 1; full: the default)",
   },
 })
@@ -228,6 +230,12 @@ local plan = studylib.plan(study_name, points, {
 })
 if plan.reused > 0 then print(string.format("gyro: %d of %d points reused from earlier runs in %s", plan.reused,
     #points, wb.store.path())) end
+local missing = {}
+if opt.report_only then
+  for _, p in ipairs(plan.todo) do missing[#missing + 1] = string.format("%s %s seed %d", p.model, p.method, p.seed) end
+  if #missing > 0 then print(string.format("gyro: --report_only: %d points not run", #missing)) end
+  plan.todo = {}
+end
 local t_start = wb.time()
 local result = study:sweep(plan.todo, function(p, run) train_point(p, run) end)
 plan.fill(result)
@@ -288,6 +296,10 @@ local sources = studylib.sources(plan.run_ids, study:id())
 if sources then
   add(string.format("%d of the %d points were reused from earlier gyro runs of this database with the same options: " ..
     "%s.\n", plan.reused, #points, sources))
+end
+if #missing > 0 then
+  add(string.format("**Not run (--report_only): %d of %d points: %s.** Their methods' rows have fewer seeds.\n",
+    #missing, #points, table.concat(missing, ", ")))
 end
 if opt.profile ~= "full" then
   add("**Quick profile: a smoke run of the pipeline on small data and models. Not the study's result.**\n")

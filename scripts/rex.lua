@@ -75,6 +75,7 @@ local opt = wb.args({
   plateau_windows = 20,
   margin_pp = 0.5,
   out = "",
+  report_only = false,
   threads = 0,
 }, {
   doc = {
@@ -96,6 +97,7 @@ local opt = wb.args({
     plateau_windows = "reduce-on-plateau observes the mean training loss this many times per budget",
     margin_pp = "high budgets: within this many accuracy points of the best counts as competitive",
     out = "report path without extension (default results/rex for full, results/rex_quick for quick)",
+    report_only = "train nothing: report the points earlier runs finished and list the missing ones",
     threads = "worker threads (0: quick 1, as its tiny models gain nothing from more; full: the default)",
   },
 })
@@ -300,6 +302,10 @@ local function point_value(p, k)
 end
 local plan = studylib.plan(study_name, points, { keys = point_keys, value = point_value, done = "eval/acc" })
 local todo, run_ids, reused = plan.todo, plan.run_ids, plan.reused
+if opt.report_only then
+  if #todo > 0 then print(string.format("rex: --report_only: %d points not run", #todo)) end
+  todo = {}
+end
 if reused > 0 then print(string.format("rex: %d of %d points reused from earlier runs in %s", reused, #points,
     wb.store.path())) end
 
@@ -332,7 +338,7 @@ end
 local acc, n_finished, run_s_total, failed = {}, 0, 0, {}
 local lr_runs = {} -- [optimizer][schedule] = run id at the full budget, first seed, first model
 for i, p in ipairs(points) do
-  local r = wb.store.run(run_ids[i])
+  local r = run_ids[i] and wb.store.run(run_ids[i])
   if r and r.status == "FINISHED" and r.metrics["eval/acc"] then
     n_finished = n_finished + 1
     run_s_total = run_s_total + (r.metrics["time/run_s"] or 0)
@@ -348,8 +354,12 @@ for i, p in ipairs(points) do
       lr_runs[p.optimizer][p.schedule] = r.id
     end
   else
-    failed[#failed + 1] = string.format("%s (run %s: %s)", r and r.name or "?", tostring(run_ids[i]),
-      r and (r.error or r.status) or "missing")
+    if r then
+      failed[#failed + 1] = string.format("%s (run %s: %s)", r.name or "?", tostring(run_ids[i]), r.error or r.status)
+    else
+      failed[#failed + 1] = string.format("budget=%s,model=%s,optimizer=%s,schedule=%s,seed=%s (not run)", p.budget,
+        p.model, p.optimizer, p.schedule, p.seed)
+    end
   end
 end
 
