@@ -265,6 +265,8 @@ end
 -- A run diverged when its last epoch's mean training loss is not finite or above ln(10) * 4
 -- (four times the loss of a uniform guess over the 10 classes).
 local DIVERGED = 4 * math.log(10)
+-- ... or it ended at chance: final test accuracy below 15% (10 classes)
+local AT_CHANCE = 0.15
 
 -- stats[model][method] = { final = {...}, best = {...}, time = {...}, diverged = n }; time is each
 -- run's median epoch time (robust to the spikes of a shared machine).
@@ -280,7 +282,9 @@ for i, p in ipairs(points) do
     local h = wb.store.history(r.id, "time/epoch_s")
     table.insert(s.time, median(h.values) or r.metrics["time/epoch_mean_s"])
     local loss = r.metrics["train/loss"]
-    if not loss or loss ~= loss or loss > DIVERGED then s.diverged = s.diverged + 1 end
+    if not loss or loss ~= loss or loss > DIVERGED or r.metrics["eval/final_test_acc"] < AT_CHANCE then
+      s.diverged = s.diverged + 1
+    end
   end
 end
 
@@ -324,7 +328,7 @@ local verdict = {}
 for _, model in ipairs(MODELS) do
   add(string.format("\n## %s\n", model))
   add("| method | final test acc | best-epoch test acc | s/epoch (median) | final vs dropout (pp) | " ..
-    "best vs dropout (pp) | speed vs dropout | diverged runs |")
+    "best vs dropout (pp) | speed vs dropout | failed runs |")
   add("|---|---|---|---|---|---|---|---|")
   local S = stats[model] or {}
   local d = S.dropout
@@ -354,19 +358,20 @@ for _, model in ipairs(MODELS) do
           "paper: up to 29.8%% less), %s; best-epoch accuracy %+.2f points (two standard errors %.2f)%s.", model,
           method, math.abs(saved), saved >= 0 and "less" or "more", saved > 0 and "faster, as claimed" or
           "not faster here", 100 * diff, 100 * se, s.diverged > 0 and string.format(
-            "; %d of %d runs diverged (training loss above %.1f at the end)", s.diverged, n, DIVERGED) or "")
+            "; %d of %d runs failed (diverged or ended at chance)", s.diverged, n) or "")
       end
     end
   end
 end
 add("\nTimes per epoch are each run's median epoch (training only, evaluation excluded), taken from runs made " ..
   "one after another, so other jobs on the machine shift them; block-wise against conventional dropout is timed " ..
-  "under control, in one run, by `wb_bench_dropout` (bench/README.md). A run counts as diverged when its last " ..
-  string.format("epoch's mean training loss is above %.1f (four times a uniform guess) or not finite; a run stops " ..
-  "at its first epoch with a non-finite loss, and its final accuracy is the diverged network's.", DIVERGED))
+  "under control, in one run, by `wb_bench_dropout` (bench/README.md). A run counts as failed when it diverged (its last " ..
+  string.format("epoch's mean training loss is above %.1f, four times a uniform guess, or not finite) or ended at chance " ..
+  "(final test accuracy below %.0f%%); a run stops at its first epoch with a non-finite loss, and its final accuracy " ..
+  "is the diverged network's.", DIVERGED, 100 * AT_CHANCE))
 add("\n## Where wb's results agree or disagree with the paper\n")
 for _, v in ipairs(verdict) do add("- " .. v) end
-add(string.format("\nThe sweep took %.0f s.", wb.time() - t_start))
+add(string.format("\nThis invocation took %.0f s (points reused from earlier runs not counted).", wb.time() - t_start))
 local out = opt.out ~= "" and opt.out or (opt.profile == "full" and "results/gyro" or "results/gyro_quick")
 os.execute("mkdir -p \"$(dirname '" .. out .. "')\"")
 local f = assert(io.open(out .. ".md", "w"))

@@ -33,7 +33,7 @@ check "command in the report" has "$m" "wb run $ROOT/scripts/gyro.lua --profile 
 check "marked as the quick profile" has "$m" "Not the study's result."
 check "two tables of 8 methods" test "$(grep -cE '^\| (none|dropout|gyro[0-9]+x[0-9]+|block[0-9]*|blockgyro) \| [0-9.]+% ' $md)" = 16
 check "verdicts" test "$(grep -c 'paper: up to' $md)" = 12
-check "diverged runs counted" test "$(grep -cE '\| [0-9]+ of 1 \|$' $md)" = 16
+check "failed runs counted" test "$(grep -cE '\| [0-9]+ of 1 \|$' $md)" = 16
 csv=$("$WB" export --format csv --experiment gyro_quick --db "$T/g.sqlite")
 check "best-epoch accuracy for every point" test "$(grep -c ',metric,eval/best_test_acc,' <<<"$csv")" = 16
 best=$(grep ',metric,eval/final_test_acc,' <<<"$csv" | awk -F, '{ if ($(NF - 1) > m) m = $(NF - 1) } END { print m }')
