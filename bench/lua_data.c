@@ -274,7 +274,7 @@ static int lnn_batcher_new(lua_State *L) {
   lua_getiuservalue(L, 1, 1); /* 3: epoch counters */
   lua_Integer s = wb_lua_optinteger(L, 2, "seed", -1);
   if (s < 0 && !o.shuffle) s = 0; /* in order: no randomness, and nothing drawn */
-  if (s < 0) { /* the dataset's own seed, drawn once */
+  if (s < 0) {                    /* the dataset's own seed, drawn once */
     if (lua_getfield(L, 3, "default_seed") != LUA_TNUMBER) {
       lua_pushinteger(L, (lua_Integer)nn_rng_below(nn_default_rng(), (uint64_t)1 << 53));
       lua_setfield(L, 3, "default_seed");

@@ -413,36 +413,9 @@ static int bseq_forward(nn_module *m, nn_tensor *x, nn_tensor **out) {
   return NN_OK;
 }
 
-static int bseq_shape(const nn_module *m, const nn_shape_info *in, nn_shape_info *out) {
-  nn_shape_info cur = *in;
-  int64_t flops = 0;
-  for (int i = 0; i < m->n_children; i++) {
-    nn_shape_info next;
-    int rc = nn_module_child_shape((nn_module *)m, i, &cur, &next);
-    if (rc) return rc;
-    flops += next.flops;
-    cur = next;
-  }
-  *out = cur;
-  out->flops = flops;
-  return NN_OK;
-}
-
-static const nn_module_i bseq_vt = {"BlockSequential", bseq_forward, bseq_shape, NULL, NULL};
+static const nn_module_i bseq_vt = {"BlockSequential", bseq_forward, nn_module_chain_shape, NULL,
+                                    NULL};
 
 int nn_block_sequential_new(nn_module **out, int n, nn_module *const *children) {
-  *out = NULL;
-  nn_module *m = NULL;
-  int rc = nn_module_new(&m, &bseq_vt, NULL);
-  for (int i = 0; !rc && i < n; i++) {
-    char name[16];
-    snprintf(name, sizeof name, "%d", i);
-    rc = nn_module_add_child(m, name, children[i]);
-  }
-  if (rc) {
-    nn_module_free(m);
-    return rc;
-  }
-  *out = m;
-  return NN_OK;
+  return nn_module_new_chain(out, &bseq_vt, n, children);
 }

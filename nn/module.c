@@ -475,3 +475,35 @@ int nn_init_(nn_tensor *t, nn_init kind, double param, nn_rng *rng) {
   }
   return nn_seterr(NN_ERR_ARG, "init: unknown scheme %d", (int)kind);
 }
+
+int nn_module_chain_shape(const nn_module *m, const nn_shape_info *in, nn_shape_info *out) {
+  nn_shape_info cur = *in;
+  int64_t flops = 0;
+  for (int i = 0; i < m->n_children; i++) {
+    nn_shape_info next;
+    int rc = nn_module_child_shape((nn_module *)m, i, &cur, &next);
+    if (rc) return rc;
+    flops += next.flops;
+    cur = next;
+  }
+  *out = cur;
+  out->flops = flops;
+  return NN_OK;
+}
+
+int nn_module_new_chain(nn_module **out, const nn_module_i *vt, int n, nn_module *const *children) {
+  *out = NULL;
+  nn_module *m = NULL;
+  int rc = nn_module_new(&m, vt, NULL);
+  for (int i = 0; !rc && i < n; i++) {
+    char name[16];
+    snprintf(name, sizeof name, "%d", i);
+    rc = nn_module_add_child(m, name, children[i]);
+  }
+  if (rc) {
+    nn_module_free(m);
+    return rc;
+  }
+  *out = m;
+  return NN_OK;
+}

@@ -112,6 +112,11 @@ int nn_module_stats(nn_module *m, int ndim, const int64_t *in_shape, nn_layer_st
 /* For container layers' shape functions: shape of child i for input in (records the child's
  * rows while nn_module_stats is walking). */
 int nn_module_child_shape(nn_module *m, int i, const nn_shape_info *in, nn_shape_info *out);
+/* For containers that run their children in order (Sequential, BlockSequential): the shape after
+ * every child in turn, FLOPs summed; and a new module of type vt with children named "0", "1", ...
+ * (retained; on error nothing is kept). */
+int nn_module_chain_shape(const nn_module *m, const nn_shape_info *in, nn_shape_info *out);
+int nn_module_new_chain(nn_module **out, const nn_module_i *vt, int n, nn_module *const *children);
 
 /* ---- the layer registry ---- */
 /* Options for constructors by name: key/value pairs, numbers or strings. */
