@@ -9,8 +9,13 @@
  * Steps alternate dense / block-wise so that drift of the machine hits both; each configuration
  * reports the median of --reps repetitions of --steps steps after --warmup steps.
  *
+ * With --device cuda the models, the data and the masks live on the GPU; each timed loop ends by
+ * reading the last loss, which waits for the device's queue.
+ *
  *   wb_bench_dropout [--threads N] [--reps N] [--steps N] [--warmup N] [--batch N] [--groups N]
+ *                    [--device cpu|cuda]
  */
+#include "backend.h"
 #include "gyro_dropout.h"
 #include "module.h"
 #include "nn.h"
@@ -29,6 +34,8 @@
       exit(1);                                                                                     \
     }                                                                                              \
   } while (0)
+
+static nn_device dev = {NN_DEVICE_CPU, 0};
 
 static double now_s(void) {
   struct timespec ts;
@@ -55,6 +62,7 @@ static nn_module *mlp(nn_module *const *drop, bool block) {
   nn_module *m = NULL;
   TRY(block ? nn_block_sequential_new(&m, n, ch) : nn_sequential_new(&m, n, ch));
   for (int i = 0; i < n; i++) nn_module_free(ch[i]);
+  TRY(nn_module_to(m, dev)); /* before the optimizer: its state is made on the parameters' device */
   return m;
 }
 
@@ -73,13 +81,18 @@ static nn_optim *sgd(nn_module *m) {
   return opt;
 }
 
-static void step(nn_module *m, nn_optim *o, nn_tensor *x, nn_tensor *y) {
+/* one training step; with sync, waits until the device has finished it */
+static void step(nn_module *m, nn_optim *o, nn_tensor *x, nn_tensor *y, bool sync) {
   nn_tensor *out = NULL, *loss = NULL;
   nn_optim_zero_grad(o, true);
   TRY(nn_module_forward(m, x, &out));
   TRY(nn_cross_entropy(&loss, out, y, NN_REDUCTION_MEAN));
   TRY(nn_backward(loss, NULL));
   TRY(nn_optim_step(o));
+  if (sync) {
+    double v;
+    TRY(nn_tensor_item(loss, &v));
+  }
   nn_tensor_free(out);
   nn_tensor_free(loss);
 }
@@ -99,6 +112,8 @@ static void check(nn_module *const *drop, nn_tensor *x) {
   TRY(nn_module_forward(dense, x, &o1));
   nn_manual_seed(123);
   TRY(nn_module_forward(blk, x, &o2));
+  TRY(nn_to_device(&o1, o1, nn_cpu)); /* the references are consumed */
+  TRY(nn_to_device(&o2, o2, nn_cpu));
   double worst = 0;
   for (int64_t i = 0; i < nn_tensor_numel(o1); i++) {
     double d = fabs(nn_tensor_get_flat(o1, i) - nn_tensor_get_flat(o2, i));
@@ -132,9 +147,20 @@ int main(int argc, char **argv) {
       batch = atoll(argv[i + 1]);
     else if (!strcmp(argv[i], "--groups"))
       groups = atoi(argv[i + 1]);
-    else {
+    else if (!strcmp(argv[i], "--device")) {
+      if (nn_device_parse(&dev, argv[i + 1])) {
+        fprintf(stderr, "wb_bench_dropout: %s\n", nn_errmsg());
+        return 2;
+      }
+      if (dev.type != NN_DEVICE_CPU && !nn_backend_get(dev.type)) {
+        fprintf(stderr,
+                "wb_bench_dropout: device %s is not available (built without it, or no GPU)\n",
+                argv[i + 1]);
+        return 2;
+      }
+    } else {
       fprintf(stderr, "usage: wb_bench_dropout [--threads N] [--reps N] [--steps N] [--warmup N] "
-                      "[--batch N] [--groups N]\n");
+                      "[--batch N] [--groups N] [--device cpu|cuda]\n");
       return 2;
     }
   }
@@ -146,9 +172,17 @@ int main(int argc, char **argv) {
   TRY(nn_uniform_(x, 0, 1, NULL));
   TRY(nn_tensor_zeros(&y, 1, &batch, NN_DTYPE_I64, nn_cpu));
   for (int64_t i = 0; i < batch; i++) nn_tensor_set_flat(y, i, (double)(i % 10));
-  printf("# wb_bench_dropout: MLP 784-3x1024-10, batch %lld, %d threads, BLAS %s, groups %d, "
-         "median of %d x %d steps\n",
-         (long long)batch, nn_get_num_threads(), nn_blas_core(), groups, reps, steps);
+  TRY(nn_to_device(&x, x, dev));
+  TRY(nn_to_device(&y, y, dev));
+  if (dev.type == NN_DEVICE_CPU)
+    printf(
+        "# wb_bench_dropout: MLP 784-3x1024-10, batch %lld, cpu, %d threads, BLAS %s, groups %d, "
+        "median of %d x %d steps\n",
+        (long long)batch, nn_get_num_threads(), nn_blas_core(), groups, reps, steps);
+  else
+    printf("# wb_bench_dropout: MLP 784-3x1024-10, batch %lld, device %s, groups %d, median of %d "
+           "x %d steps\n",
+           (long long)batch, nn_device_name(dev.type), groups, reps, steps);
   printf("%-6s %-6s %14s %14s %8s\n", "p", "block", "dense_ms/step", "block_ms/step", "speedup");
   static const double ps[] = {0.25, 0.5, 0.75};
   static const int64_t bss[] = {16, 32, 64};
@@ -164,14 +198,14 @@ int main(int argc, char **argv) {
       nn_module *md = mlp(dd, false), *mb = mlp(bd, true);
       nn_optim *od = sgd(md), *ob = sgd(mb);
       for (int w = 0; w < warmup; w++) {
-        step(md, od, x, y);
-        step(mb, ob, x, y);
+        step(md, od, x, y, w == warmup - 1);
+        step(mb, ob, x, y, w == warmup - 1);
       }
       for (int r = 0; r < reps; r++) { /* alternate: dense, block-wise, dense, ... */
         double t0 = now_s();
-        for (int s = 0; s < steps; s++) step(md, od, x, y);
+        for (int s = 0; s < steps; s++) step(md, od, x, y, s == steps - 1);
         double t1 = now_s();
-        for (int s = 0; s < steps; s++) step(mb, ob, x, y);
+        for (int s = 0; s < steps; s++) step(mb, ob, x, y, s == steps - 1);
         double t2 = now_s();
         td[r] = (t1 - t0) * 1e3 / steps;
         tb[r] = (t2 - t1) * 1e3 / steps;

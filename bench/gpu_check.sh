@@ -10,7 +10,11 @@
 #  3. trains the MLP and the LeNet-style CNN of bench/train_bench.sh on the GPU with wb and, when
 #     PyTorch with CUDA is installed, with PyTorch (same recipe: batch 128, SGD lr 0.05 momentum
 #     0.9), and prints a table last. Fashion-MNIST comes from WB_FASHION_MNIST_DIR,
-#     .devdeps/fashion-mnist or /usr/share/datasets/fashion-mnist; without it step 3 says so.
+#     .devdeps/fashion-mnist or /usr/share/datasets/fashion-mnist; without it step 3 says so;
+#  4. times block-wise against conventional dropout on the GPU (wb_bench_dropout --device cuda,
+#     one mask per minibatch and 16 row groups);
+#  5. runs the op-conformance suite under compute-sanitizer (memcheck) when it is installed.
+# Full logs go to GPU_CHECK_LOGS (a folder; default $OUT when set, else the build folder).
 # Exit status: non-zero when a build or test step failed.
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -18,6 +22,8 @@ build=${1:-$root/build-gpu}
 cd "$root"
 start=$(date +%s)
 status=0
+logs=${GPU_CHECK_LOGS:-${OUT:-$build}}
+mkdir -p "$logs"
 say() { printf '== %s (%ds)\n' "$*" $(($(date +%s) - start)); }
 
 if ! command -v nvidia-smi >/dev/null 2>&1 || ! nvidia-smi -L >/dev/null 2>&1; then
@@ -33,22 +39,27 @@ jobs=$(nproc)
 
 say "configure ($build, CUDA arch ${cc}-real)"
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DWB_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="${cc}-real" \
-  >"$build.cmake.log" 2>&1 || { tail -30 "$build.cmake.log"; echo "gpu_check: configure failed"; exit 1; }
-grep "wb:" "$build.cmake.log"
-grep -q "CUDA backend on" "$build.cmake.log" || { echo "gpu_check: CMake did not enable the CUDA backend"; exit 1; }
+  >"$logs/cmake.log" 2>&1 || { tail -30 "$logs/cmake.log"; echo "gpu_check: configure failed"; exit 1; }
+grep "wb:" "$logs/cmake.log"
+grep -q "CUDA backend on" "$logs/cmake.log" || { echo "gpu_check: CMake did not enable the CUDA backend"; exit 1; }
 say "build (-j$jobs)"
-timeout 300 cmake --build "$build" -j"$jobs" >"$build.build.log" 2>&1 || {
-  grep -E "error|Error" "$build.build.log" | head -40; echo "gpu_check: build failed"; exit 1; }
+timeout 300 cmake --build "$build" -j"$jobs" >"$logs/build.log" 2>&1 || {
+  grep -E "error|Error" "$logs/build.log" | head -40; echo "gpu_check: build failed"; exit 1; }
 
-say "GPU tests: ctest -L gpu"
-(cd "$build" && timeout 200 ctest -L gpu --output-on-failure) || status=1
-say "op-conformance suite (verbose)"
-timeout 200 "$build/nn/nn_test_backend_ops" 2>&1 | tail -40
-[ "${PIPESTATUS[0]}" = 0 ] || status=1
+say "GPU tests: the op-conformance suite (full output in $logs/conformance.log)"
+timeout 200 "$build/nn/nn_test_backend_ops" >"$logs/conformance.log" 2>&1
+rc=$?
+[ $rc = 0 ] || status=1
+grep -c "^FAIL" "$logs/conformance.log" | sed 's/^/failed checks: /'
+grep "^FAIL" "$logs/conformance.log" | head -30
+tail -8 "$logs/conformance.log"
+echo "nn_test_backend_ops exit status $rc"
 say "Lua device test"
-(cd "$build" && timeout 60 ctest -R lua_test_device --output-on-failure) || status=1
-say "CPU tests of the core (must not regress with CUDA built in)"
-(cd "$build" && timeout 200 ctest -j"$jobs" -R '^nn_' -LE gpu --output-on-failure 2>&1 | tail -5) || status=1
+(cd "$build" && timeout 60 ctest -R lua_test_device --output-on-failure) >"$logs/lua_device.log" 2>&1 || status=1
+tail -15 "$logs/lua_device.log"
+say "CPU tests (must not regress with CUDA built in)"
+(cd "$build" && timeout 200 ctest -j"$jobs" -LE gpu --output-on-failure) >"$logs/ctest_cpu.log" 2>&1 || status=1
+grep -E "tests passed|Failed|\*\*\*" "$logs/ctest_cpu.log" | head -20
 
 # ---- training benchmark on the GPU: wb against PyTorch
 data=${WB_FASHION_MNIST_DIR:-}
@@ -114,6 +125,28 @@ for name, n in (("mlp", 60000), ("lenet", 12800)):
     print(f"torch[cuda] {name} threads=1 samples_per_s={n / dt:.0f} test_acc={acc:.4f} seconds={dt:.2f} samples={n}")
 PY
   fi
+fi
+
+say "block-wise against conventional dropout on the GPU"
+for g in 1 16; do
+  timeout 60 "$build/bench/wb_bench_dropout" --device cuda --reps 7 --steps 5 --warmup 3 --groups $g \
+    || status=1
+done
+
+if command -v compute-sanitizer >/dev/null 2>&1; then
+  say "op-conformance suite under compute-sanitizer memcheck (full output in $logs/memcheck.log)"
+  timeout 150 compute-sanitizer --tool memcheck --error-exitcode 3 "$build/nn/nn_test_backend_ops" \
+    >"$logs/memcheck.log" 2>&1
+  rc=$?
+  grep -E "ERROR SUMMARY|cases on cuda" "$logs/memcheck.log" | tail -3
+  grep -E -m 20 -A6 "Invalid|Error:" "$logs/memcheck.log" | head -60
+  case $rc in
+    0) echo "memcheck: clean" ;;
+    124) echo "memcheck: did not finish in 150 s (not counted)" ;;
+    *) echo "memcheck: exit status $rc"; status=1 ;;
+  esac
+else
+  echo "gpu_check: compute-sanitizer not installed: no memcheck pass"
 fi
 
 say "summary"
