@@ -33,6 +33,13 @@ nvidia-smi --query-gpu=name,compute_cap,memory.total,driver_version --format=csv
 if [ -d .devdeps ] && ! pkg-config --exists lua5.4 2>/dev/null; then
   . .devdeps/unpack.sh
 fi
+# Debian's .pc files say prefix=/usr: when they come from an unpacked prefix (.devdeps), point
+# pkg-config's paths into it (else CMake sees /usr/include/lua5.4, absent there).
+pc=$(pkg-config --path lua5.4 2>/dev/null || true)
+case "$pc" in
+  /usr/*|"") ;;
+  */usr/*) export PKG_CONFIG_SYSROOT_DIR=${pc%%/usr/*}; echo "pkg-config sysroot $PKG_CONFIG_SYSROOT_DIR" ;;
+esac
 export PATH=/usr/local/cuda/bin:$PATH
 cc=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -1 | tr -d ' .')
 jobs=$(nproc)

@@ -4,6 +4,7 @@
  * command or option, missing argument); 130 / 143 a script stopped by SIGINT / SIGTERM, its run
  * recorded KILLED with everything logged so far. */
 #include "host.h"
+#include "nn.h"
 #include "sha256.h"
 #include "wb_lua.h"
 
@@ -424,6 +425,7 @@ done:
 }
 
 int main(int argc, char **argv) {
+  nn_blas_init(argv); /* may re-execute wb once with OpenBLAS settings (nn/tensor.h) */
   if (argc < 2) {
     print_commands(stderr);
     return 2;

@@ -97,9 +97,12 @@ int nn_get_num_threads(void);
  * when OPENBLAS_CORETYPE is unset and OpenBLAS chose Prescott on a CPU with AVX-512 (AVX2), it
  * sets OPENBLAS_CORETYPE=SkylakeX (Haswell) and re-runs OpenBLAS's kernel selection in-process
  * (gotoblas_dynamic_init of DYNAMIC_ARCH builds), or, where that is unavailable, re-executes the
- * program (argv) so that OpenBLAS reads the setting when it loads. WB_NO_BLAS_TUNE=1 turns it
- * off. The CPU backend calls it (without argv: in-process only) when it initialises, at the
- * first tensor operation; programs may call it first thing in main() to allow the re-exec. */
+ * program (argv) so that OpenBLAS reads the setting when it loads. With the pthreads build of
+ * OpenBLAS (whose threads compete with wb's OpenMP threads) and OMP_WAIT_POLICY and
+ * GOMP_SPINCOUNT unset, it also sets OMP_WAIT_POLICY=passive and re-executes the program (with
+ * argv only). WB_NO_BLAS_TUNE=1 turns both off. The CPU backend calls it (without argv:
+ * in-process only) when it initialises, at the first tensor operation; programs may call it
+ * first thing in main() to allow the re-exec. */
 void nn_blas_init(char **argv);
 /* The OpenBLAS kernel set in use ("SkylakeX", "Prescott", ...). */
 const char *nn_blas_core(void);

@@ -2,6 +2,7 @@
 #include "cpu.h"
 
 #include <cblas.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -128,26 +129,47 @@ const char *nn_blas_core(void) {
 extern void gotoblas_dynamic_init(void) __attribute__((weak));
 extern void gotoblas_dynamic_quit(void) __attribute__((weak));
 
+/* With the pthreads build of OpenBLAS, its threads and wb's OpenMP threads are two pools: idle
+ * OpenMP workers spin (libgomp's default wait policy) on the cores OpenBLAS's threads need, and
+ * with as many threads as cores a training step ran 4-30x slower (bench/README.md). A passive
+ * wait policy removes that; libgomp reads it when it loads, so it takes a re-exec. */
+static bool wants_passive_wait(void) {
+#if defined(_OPENMP) && defined(OPENBLAS_THREAD)
+  return openblas_get_parallel() == OPENBLAS_THREAD && !getenv("OMP_WAIT_POLICY") &&
+         !getenv("GOMP_SPINCOUNT");
+#else
+  return false;
+#endif
+}
+
 void nn_blas_init(char **argv) {
   const char *off = getenv("WB_NO_BLAS_TUNE");
-  if ((off && *off && strcmp(off, "0")) || getenv("OPENBLAS_CORETYPE")) return;
-  const char *core = openblas_get_corename();
-  if (!core || strcasecmp(core, "prescott")) return; /* OpenBLAS recognised the CPU */
-  const char *want = NULL;
-  __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-      __builtin_cpu_supports("avx512vl"))
-    want = "SkylakeX";
-  else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
-    want = "Haswell";
-  if (!want) return;
-  setenv("OPENBLAS_CORETYPE", want, 1);
-  if (gotoblas_dynamic_init && gotoblas_dynamic_quit) {
-    /* re-run OpenBLAS's kernel selection in this process, now that the core type is set */
-    gotoblas_dynamic_quit();
-    gotoblas_dynamic_init();
-    if (!strcasecmp(openblas_get_corename(), want)) return;
+  if (off && *off && strcmp(off, "0")) return;
+  bool reexec = false;
+  if (argv && argv[0] && wants_passive_wait()) {
+    setenv("OMP_WAIT_POLICY", "passive", 1);
+    reexec = true;
   }
-  if (argv && argv[0]) execv("/proc/self/exe", argv); /* returns only on failure */
-  unsetenv("OPENBLAS_CORETYPE");
+  const char *core = openblas_get_corename(), *want = NULL;
+  if (!getenv("OPENBLAS_CORETYPE") && core && !strcasecmp(core, "prescott")) {
+    /* OpenBLAS did not recognise the CPU */
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512vl"))
+      want = "SkylakeX";
+    else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+      want = "Haswell";
+  }
+  if (want) {
+    setenv("OPENBLAS_CORETYPE", want, 1);
+    if (!reexec && gotoblas_dynamic_init && gotoblas_dynamic_quit) {
+      /* re-run OpenBLAS's kernel selection in this process, now that the core type is set */
+      gotoblas_dynamic_quit();
+      gotoblas_dynamic_init();
+      if (!strcasecmp(openblas_get_corename(), want)) return;
+    }
+    reexec = true;
+  }
+  if (reexec && argv && argv[0]) execv("/proc/self/exe", argv); /* returns only on failure */
+  if (want) unsetenv("OPENBLAS_CORETYPE");
 }
