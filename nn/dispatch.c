@@ -4,6 +4,10 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -53,6 +57,79 @@ bool nn_get_deterministic(void) { return atomic_load(&deterministic); }
 void nn_set_allow_tf32(bool on) { atomic_store(&allow_tf32, on); }
 bool nn_get_allow_tf32(void) { return atomic_load(&allow_tf32); }
 
+/* ---- WB_OP_PROFILE=1: wall time per op and output shape, printed to stderr at exit ----
+ * Only calls made outside another kernel are timed (a kernel's own nested ops count in its
+ * time). On an asynchronous device (CUDA) the times are launch times, not kernel times. */
+
+#define PROF_SLOTS 512
+typedef struct prof_slot {
+  char key[96];
+  double seconds;
+  long calls;
+} prof_slot;
+static prof_slot prof[PROF_SLOTS];
+static int prof_n, prof_state = -1; /* -1 unknown, 0 off, 1 on */
+static pthread_mutex_t prof_mu = PTHREAD_MUTEX_INITIALIZER;
+static _Thread_local int prof_depth;
+
+static int prof_cmp(const void *a, const void *b) {
+  double x = ((const prof_slot *)a)->seconds, y = ((const prof_slot *)b)->seconds;
+  return (x < y) - (x > y);
+}
+
+static void prof_print(void) {
+  double total = 0;
+  for (int i = 0; i < prof_n; i++) total += prof[i].seconds;
+  qsort(prof, (size_t)prof_n, sizeof *prof, prof_cmp);
+  fprintf(stderr, "# WB_OP_PROFILE: %.3f s in ops (top-level calls)\n%9s %6s %9s %10s  %s\n",
+          total, "seconds", "share", "calls", "us/call", "op [output shape]");
+  for (int i = 0; i < prof_n; i++)
+    fprintf(stderr, "%9.3f %5.1f%% %9ld %10.1f  %s\n", prof[i].seconds,
+            total > 0 ? 100 * prof[i].seconds / total : 0.0, prof[i].calls,
+            1e6 * prof[i].seconds / (double)prof[i].calls, prof[i].key);
+}
+
+static bool profile_on(void) {
+  if (prof_state < 0) {
+    pthread_mutex_lock(&prof_mu);
+    if (prof_state < 0) {
+      const char *e = getenv("WB_OP_PROFILE");
+      prof_state = e && *e && strcmp(e, "0") ? 1 : 0;
+      if (prof_state) atexit(prof_print);
+    }
+    pthread_mutex_unlock(&prof_mu);
+  }
+  return prof_state == 1;
+}
+
+static int profiled(const nn_backend_i *be, int op, int n_out, nn_tensor *const *out, int n_in,
+                    nn_tensor *const *in, const nn_op_params *p) {
+  if (prof_depth > 0) return be->kernels[op](out, in, p);
+  struct timespec t0, t1;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  prof_depth++;
+  int rc = be->kernels[op](out, in, p);
+  prof_depth--;
+  clock_gettime(CLOCK_MONOTONIC, &t1);
+  const nn_tensor *t = n_out ? out[0] : in[0];
+  (void)n_in;
+  char key[96];
+  int k = snprintf(key, sizeof key, "%s [", op_names[op]);
+  for (int i = 0; i < t->ndim && k < (int)sizeof key - 24; i++)
+    k += snprintf(key + k, sizeof key - (size_t)k, "%s%lld", i ? "," : "", (long long)t->shape[i]);
+  snprintf(key + k, sizeof key - (size_t)k, "]");
+  pthread_mutex_lock(&prof_mu);
+  int i = 0;
+  while (i < prof_n && strcmp(prof[i].key, key)) i++;
+  if (i == prof_n && prof_n < PROF_SLOTS) snprintf(prof[prof_n++].key, sizeof prof->key, "%s", key);
+  if (i < prof_n) {
+    prof[i].seconds += (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+    prof[i].calls++;
+  }
+  pthread_mutex_unlock(&prof_mu);
+  return rc;
+}
+
 int nn_dispatch(int op, int n_out, nn_tensor *const *out, int n_in, nn_tensor *const *in,
                 const nn_op_params *p) {
   nn_tensor *first = n_out ? out[0] : in[0];
@@ -67,6 +144,7 @@ int nn_dispatch(int op, int n_out, nn_tensor *const *out, int n_in, nn_tensor *c
                      nn_device_name(d));
   if (!be->kernels[op])
     return nn_seterr(NN_ERR_DEVICE, "%s is not implemented on %s", op_names[op], nn_device_name(d));
+  if (profile_on()) return profiled(be, op, n_out, out, n_in, in, p);
   return be->kernels[op](out, in, p);
 mixed:
   return nn_seterr(NN_ERR_DEVICE, "%s: tensors on different devices (expected all on %s)",

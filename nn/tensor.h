@@ -114,6 +114,13 @@ const char *nn_blas_core(void);
  * backend is deterministic either way (see nn/README.md). */
 void nn_set_deterministic(bool on);
 bool nn_get_deterministic(void);
+/* Winograd convolution on the CPU: float32 convolutions with 5x5 filters, stride 1, no dilation,
+ * one group and channel counts that are multiples of 16 run their forward and input gradient as
+ * Winograd F(2x2, 5x5) on AVX-512 CPUs (2.8x fewer multiplications than im2col + GEMM; results
+ * differ from direct convolution by rounding, ~1e-6 relative). On by default; off with
+ * nn_set_winograd(false) or WB_WINOGRAD=0 in the environment, for direct convolution's bits. */
+void nn_set_winograd(bool on);
+bool nn_get_winograd(void);
 /* TF32 tensor-core math for float32 matrix products and convolutions on GPUs that have it
  * (Ampere and later). Off by default, so that device results match the CPU reference within
  * float32 rounding; on, they carry TF32's 10-bit mantissa products (about 1e-3 relative). */

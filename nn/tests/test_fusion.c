@@ -141,6 +141,8 @@ static void test_op(void) {
       /* LeNet's layers (small batch, and a batch of more chunks than threads) */
       {4, 1, 12, 12, 8, 5, 5, {{1, 1}, {2, 2}, {1, 1}, 1}, 2, 2, 0, true},
       {19, 4, 8, 8, 6, 5, 5, {{1, 1}, {2, 2}, {1, 1}, 1}, 2, 2, 0, true},
+      /* channels in multiples of 16: conv and its input gradient run as Winograd (AVX-512) */
+      {5, 16, 10, 10, 32, 5, 5, {{1, 1}, {2, 2}, {1, 1}, 1}, 2, 2, 0, true},
       /* odd sizes (a row and column left out of the pooling), no bias */
       {3, 2, 9, 11, 5, 3, 3, {{1, 1}, {0, 0}, {1, 1}, 1}, 2, 2, 0, false},
       /* overlapping windows with padding: an input may be the argmax of several outputs */

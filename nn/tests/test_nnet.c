@@ -6,6 +6,8 @@
 #include "harness.h"
 
 #include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static nn_tensor *req(nn_tensor *t) {
@@ -310,6 +312,102 @@ static void test_conv_backward_threaded(void) {
     nn_tensor_free(R);
   }
   nn_set_num_threads(saved);
+}
+
+/* Winograd F(2x2, 5x5) (float32 5x5 stride-1 convolutions with channel counts in multiples of
+ * 16, on AVX-512 CPUs): output and input gradient against the double loops for paddings 0 to 4,
+ * odd output sizes (partial tiles) and strided / permuted inputs; the same bits on 1 and 2
+ * threads; and different bits from direct convolution (nn_set_winograd(false)), which proves
+ * the Winograd path ran. The bound is 2e-5 relative to the largest reference value (im2col +
+ * GEMM: ~1e-6); measured worst cases are printed. */
+static void test_conv_winograd(void) {
+  conv_case cases[] = {
+      {3, 16, 14, 14, 32, 5, 5, {{1, 1}, {2, 2}, {1, 1}, 1}, 1}, /* LeNet's second layer */
+      {2, 32, 9, 11, 16, 5, 5, {{1, 1}, {0, 1}, {1, 1}, 1}, 0},  /* odd outputs */
+      {2, 16, 6, 7, 16, 5, 5, {{1, 1}, {4, 3}, {1, 1}, 1}, 1},   /* padding up to 4 */
+  };
+  __builtin_cpu_init();
+  bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+  bool wino_default = nn_get_winograd();
+  int saved = nn_get_num_threads();
+  double worst_out = 0, worst_dx = 0, direct_out = 0, direct_dx = 0;
+  for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+    conv_case *k = &cases[c];
+    int64_t OH = out_size(k->H, 5, 1, k->o.padding[0], 1),
+            OW = out_size(k->W, 5, 1, k->o.padding[1], 1);
+    int64_t no = k->N * k->O * OH * OW;
+    nn_tensor *x = req(layout(th_rand(4, (int64_t[]){k->N, k->C, k->H, k->W}, -1, 1), (int)c % 3));
+    nn_tensor *w = req(th_rand(4, (int64_t[]){k->O, k->C, 5, 5}, -1, 1));
+    nn_tensor *b = req(th_rand(1, (int64_t[]){k->O}, -1, 1));
+    nn_tensor *R = th_rand(4, (int64_t[]){k->N, k->O, OH, OW}, -1, 1);
+    double *xd = th_to_double(x), *wd = th_to_double(w), *bd = th_to_double(b),
+           *Rd = th_to_double(R);
+    double *ref = malloc(sizeof *ref * (size_t)no),
+           *dx = malloc(sizeof *dx * (size_t)nn_tensor_numel(x));
+    ref_conv(k, xd, wd, k->bias ? bd : NULL, OH, OW, ref);
+    ref_conv_grad(k, xd, wd, Rd, OH, OW, dx, NULL, NULL);
+    double mo = 0, mx = 0;
+    for (int64_t i = 0; i < no; i++) mo = fmax(mo, fabs(ref[i]));
+    for (int64_t i = 0; i < nn_tensor_numel(x); i++) mx = fmax(mx, fabs(dx[i]));
+    nn_tensor *first_o = NULL, *first_dx = NULL;
+    for (int run = 0; run < 3; run++) { /* Winograd on 1 and 2 threads, then direct */
+      nn_set_winograd(run < 2);
+      nn_set_num_threads(run == 1 ? 2 : 1);
+      nn_tensor *o = NULL;
+      nn_tensor_zero_grad(x, true);
+      OK(nn_conv2d(&o, x, w, k->bias ? b : NULL, &k->o));
+      OK(nn_backward(o, R));
+      char what[80];
+      snprintf(what, sizeof what, "conv2d winograd case %zu run %d", c, run);
+      th_close(o, ref, 2e-5 * mo, 0, what);
+      th_close(x->grad, dx, 2e-5 * mx, 0, what);
+      double *wo = run < 2 ? &worst_out : &direct_out, *wx = run < 2 ? &worst_dx : &direct_dx;
+      for (int64_t i = 0; i < no; i++)
+        *wo = fmax(*wo, fabs(nn_tensor_get_flat(o, i) - ref[i]) / mo);
+      for (int64_t i = 0; i < nn_tensor_numel(x); i++)
+        *wx = fmax(*wx, fabs(nn_tensor_get_flat(x->grad, i) - dx[i]) / mx);
+      nn_tensor *oc = NULL, *gc = NULL;
+      OK(nn_contiguous(&oc, o));
+      OK(nn_contiguous(&gc, x->grad));
+      size_t bo = (size_t)no * 4, bx = (size_t)nn_tensor_numel(x) * 4;
+      if (run == 0) {
+        first_o = nn_tensor_retain(oc);
+        first_dx = nn_tensor_retain(gc);
+      } else if (run == 1) {
+        CHECK(!memcmp(nn_tensor_data(oc), nn_tensor_data(first_o), bo) &&
+                  !memcmp(nn_tensor_data(gc), nn_tensor_data(first_dx), bx),
+              "conv2d winograd case %zu: 2 threads give other bits than 1", c);
+      } else if (avx512) { /* direct convolution rounds differently */
+        CHECK(memcmp(nn_tensor_data(oc), nn_tensor_data(first_o), bo) != 0,
+              "conv2d winograd case %zu: the output equals direct convolution's bit for bit "
+              "(Winograd did not run)",
+              c);
+        CHECK(memcmp(nn_tensor_data(gc), nn_tensor_data(first_dx), bx) != 0,
+              "conv2d winograd case %zu: the input gradient equals direct convolution's", c);
+      }
+      nn_tensor_free(oc);
+      nn_tensor_free(gc);
+      nn_tensor_free(o);
+    }
+    nn_tensor_free(first_o);
+    nn_tensor_free(first_dx);
+    free(xd);
+    free(wd);
+    free(bd);
+    free(Rd);
+    free(ref);
+    free(dx);
+    nn_tensor_free(x);
+    nn_tensor_free(w);
+    nn_tensor_free(b);
+    nn_tensor_free(R);
+  }
+  nn_set_winograd(wino_default);
+  nn_set_num_threads(saved);
+  printf("winograd (%s): worst error relative to the largest value: output %.2e, input gradient "
+         "%.2e (direct convolution: %.2e, %.2e)\n",
+         avx512 ? "AVX-512" : "not used: no AVX-512", worst_out, worst_dx, direct_out, direct_dx);
 }
 
 static void test_conv_errors(void) {
@@ -794,6 +892,7 @@ int main(void) {
   test_conv_forward();
   test_conv_gradcheck();
   test_conv_backward_threaded();
+  test_conv_winograd();
   test_conv_errors();
   test_pool();
   test_global_avg_pool();

@@ -42,6 +42,19 @@ void nn_cpu_register_index(nn_backend_i *be);
 void nn_cpu_register_optim(nn_backend_i *be);
 void nn_cpu_register_block(nn_backend_i *be);
 
+/* Winograd F(2x2, 5x5) convolution of one float32 sample (cpu_winograd.c). cpu_wino_usable: the
+ * CPU has AVX-512 and nn_get_winograd() is on. U (36, Ci, Co) from w (O, C, 5, 5) by
+ * cpu_wino_filters: Ci = C, Co = O for the forward; with dgrad, Ci = O, Co = C and the filters
+ * flipped, for the input gradient. cpu_wino_conv: y (Co, OH, OW) contiguous = correlation of x
+ * (Ci, H, W) (strides xs) zero-padded by ph, pw, with Ci and Co multiples of 16 and
+ * OH = H + 2 ph - 4, OW = W + 2 pw - 4; scratch holds cpu_wino_scratch(Ci, Co, OH, OW) floats. */
+bool cpu_wino_usable(void);
+void cpu_wino_filters(float *U, const float *w, int64_t O, int64_t C, bool dgrad);
+int64_t cpu_wino_scratch(int64_t Ci, int64_t Co, int64_t OH, int64_t OW);
+void cpu_wino_conv(float *y, const float *x, const int64_t *xs, int64_t Ci, int64_t Co, int64_t H,
+                   int64_t W, int64_t ph, int64_t pw, int64_t OH, int64_t OW, const float *U,
+                   float *scratch);
+
 #define F32(t) ((float *)nn_tensor_data(t))
 #define F64(t) ((double *)nn_tensor_data(t))
 #define I64(t) ((int64_t *)nn_tensor_data(t))

@@ -300,6 +300,8 @@ typedef struct conv_ctx {
   char *dw;          /* out dw (O, Kg): chunk 0's partial */
   char *dw_part;     /* partials of chunks 1.. */
   double *db_part;   /* per-chunk (O) bias sums or NULL */
+  const float *wu;   /* Winograd filters of the forward (36, C, O), or NULL: im2col + GEMM */
+  const float *wud;  /* Winograd filters of the input gradient (36, O, C), or NULL */
 } conv_ctx;
 
 /* The batch is cut into n_chunks contiguous sample ranges fixed by N alone (CONV_CHUNKS, fewer
@@ -365,6 +367,34 @@ static int scratch_alloc(nn_tensor **t, conv_ctx *c, int nt) {
 
 static char *scratch_of(const conv_ctx *c, int t) {
   return c->scratch_n ? c->scratch + (size_t)(t * c->scratch_n) * c->es : NULL;
+}
+
+/* Winograd F(2x2, 5x5) (cpu_winograd.c) applies to float32 5x5 stride-1 undilated convolutions
+ * of one group with channel counts that are multiples of 16 (and padding the input gradient's
+ * correlation can express). */
+static bool wino_ok(const conv_geom *g, nn_dtype dt) {
+  return dt == NN_DTYPE_F32 && g->G == 1 && g->KH == 5 && g->KW == 5 && g->sh == 1 && g->sw == 1 &&
+         g->dh == 1 && g->dw == 1 && g->C % 16 == 0 && g->O % 16 == 0 && g->ph <= 4 && g->pw <= 4 &&
+         g->OH > 0 && g->OW > 0 && cpu_wino_usable();
+}
+
+/* When Winograd applies: transforms c->w (O, C, 5, 5) into *ut and points c->wu (forward) or
+ * c->wud (dgrad: the input gradient) at it, and grows c->scratch_n to what it needs. */
+static int wino_prepare(nn_tensor **ut, conv_ctx *c, bool dgrad) {
+  const conv_geom *g = &c->g;
+  *ut = NULL;
+  if (!wino_ok(g, c->dt)) return NN_OK;
+  int rc = nn_tensor_empty(ut, 1, (int64_t[]){36 * g->C * g->O}, NN_DTYPE_F32, nn_cpu);
+  if (rc) return rc;
+  cpu_wino_filters(F32(*ut), (const float *)c->w, g->O, g->C, dgrad);
+  int64_t need =
+      dgrad ? cpu_wino_scratch(g->O, g->C, g->H, g->W) : cpu_wino_scratch(g->C, g->O, g->OH, g->OW);
+  if (need > c->scratch_n) c->scratch_n = need;
+  if (dgrad)
+    c->wud = F32(*ut);
+  else
+    c->wu = F32(*ut);
+  return NN_OK;
 }
 
 /* col (K, L) of sample xn; pad is the thread's padded-plane area. */
@@ -436,6 +466,12 @@ static void conv_fwd_sample(const conv_ctx *c, char *col, const char *xn, char *
   const conv_geom *g = &c->g;
   size_t es = c->es;
   const char *B = xn;
+  if (c->wu) {
+    cpu_wino_conv((float *)on, (const float *)xn, c->xs + 1, g->C, g->O, g->H, g->W, g->ph, g->pw,
+                  g->OH, g->OW, c->wu, (float *)col);
+    conv_epilogue(c, on, relu);
+    return;
+  }
   if (col) {
     im2col(c, col, xn);
     B = col;
@@ -456,7 +492,7 @@ static void conv_fwd_range(conv_ctx *c, int k, int t, int64_t n0, int64_t n1) {
 }
 
 static int cpu_conv2d(nn_tensor *const *out, nn_tensor *const *in, const nn_op_params *p) {
-  nn_tensor *o = out[0], *x = in[0], *b = in[2], *wc = NULL, *scr = NULL;
+  nn_tensor *o = out[0], *x = in[0], *b = in[2], *wc = NULL, *scr = NULL, *ut = NULL;
   conv_ctx c = {0};
   geom_init(&c.g, x->shape, in[1]->shape, o->shape, p);
   c.dt = o->dtype;
@@ -465,11 +501,13 @@ static int cpu_conv2d(nn_tensor *const *out, nn_tensor *const *in, const nn_op_p
   c.n_chunks = conv_chunks(&c.g, nt);
   if (!(c.g.pointwise && planes_contiguous(x))) c.scratch_n = c.g.K * c.g.L + padded_n(&c.g);
   int rc = packed(&wc, in[1]);
+  if (rc) goto done;
+  c.w = nn_tensor_data(wc);
+  rc = wino_prepare(&ut, &c, false);
   if (!rc) rc = scratch_alloc(&scr, &c, nt);
   if (rc) goto done;
   c.x = nn_tensor_data(x);
   memcpy(c.xs, x->stride, sizeof c.xs);
-  c.w = nn_tensor_data(wc);
   c.bias = b ? nn_tensor_data(b) : NULL;
   c.bias_stride = b ? b->stride[0] : 0;
   c.out = nn_tensor_data(o);
@@ -477,6 +515,7 @@ static int cpu_conv2d(nn_tensor *const *out, nn_tensor *const *in, const nn_op_p
 done:
   nn_tensor_free(wc);
   nn_tensor_free(scr);
+  nn_tensor_free(ut);
   return rc;
 }
 
@@ -488,6 +527,12 @@ static void conv_dx_sample(const conv_ctx *c, char *col, const char *dn, char *d
   char *dp = col ? col + (size_t)(g->K * g->L) * es : NULL;
   int64_t plane = g->C * g->H * g->W, Hp = g->H + 2 * g->ph, Wp = g->W + 2 * g->pw;
   bool p = padded(g), f32 = c->dt == NN_DTYPE_F32;
+  if (c->wud) { /* the correlation of dout, padded by 4 - pad, with the flipped filters */
+    const int64_t ds[3] = {g->L, g->OW, 1};
+    cpu_wino_conv((float *)dxn, (const float *)dn, ds, g->O, g->C, g->OH, g->OW, 4 - g->ph,
+                  4 - g->pw, g->H, g->W, c->wud, (float *)col);
+    return;
+  }
   char *D = col ? col : dxn;
   for (int64_t gi = 0; gi < g->G; gi++)
     gemm(c->dt, true, false, g->Kg, g->L, g->Og, c->w + (size_t)(gi * g->Og * g->Kg) * es, g->Kg,
@@ -517,7 +562,7 @@ static void conv_bwd_input_range(conv_ctx *c, int k, int t, int64_t n0, int64_t 
 
 static int cpu_conv2d_backward_input(nn_tensor *const *out, nn_tensor *const *in,
                                      const nn_op_params *p) {
-  nn_tensor *dx = out[0], *dc = NULL, *wc = NULL, *scr = NULL;
+  nn_tensor *dx = out[0], *dc = NULL, *wc = NULL, *scr = NULL, *ut = NULL;
   conv_ctx c = {0};
   geom_init(&c.g, dx->shape, in[1]->shape, in[0]->shape, p);
   c.dt = dx->dtype;
@@ -527,16 +572,19 @@ static int cpu_conv2d_backward_input(nn_tensor *const *out, nn_tensor *const *in
   if (!c.g.pointwise) c.scratch_n = c.g.K * c.g.L + padded_n(&c.g);
   int rc = packed(&dc, in[0]);
   if (!rc) rc = packed(&wc, in[1]);
+  if (rc) goto done;
+  c.w = nn_tensor_data(wc);
+  rc = wino_prepare(&ut, &c, true);
   if (!rc) rc = scratch_alloc(&scr, &c, nt);
   if (rc) goto done;
   c.dout = nn_tensor_data(dc);
-  c.w = nn_tensor_data(wc);
   c.out = nn_tensor_data(dx);
   run_batch(&c, nt, conv_bwd_input_range);
 done:
   nn_tensor_free(dc);
   nn_tensor_free(wc);
   nn_tensor_free(scr);
+  nn_tensor_free(ut);
   return rc;
 }
 
@@ -954,7 +1002,9 @@ static void fused_init(fused_ctx *f, const int64_t *xs, const int64_t *ws, const
 static int fused_alloc(nn_tensor **scr, nn_tensor **buf, fused_ctx *f, int nt, bool col) {
   conv_ctx *c = &f->c;
   *buf = NULL;
+  int64_t wino = c->scratch_n; /* what wino_prepare asked for, if it ran */
   c->scratch_n = col ? c->g.K * c->g.L + padded_n(&c->g) : 0;
+  if (wino > c->scratch_n) c->scratch_n = wino;
   int rc = scratch_alloc(scr, c, nt);
   if (!rc) rc = nn_tensor_empty(buf, 1, (int64_t[]){nt * c->g.O * c->g.L}, c->dt, nn_cpu);
   if (!rc) f->buf = nn_tensor_data(*buf);
@@ -1052,18 +1102,20 @@ static void fused_fwd_range(conv_ctx *cc, int k, int t, int64_t n0, int64_t n1) 
 
 static int cpu_conv2d_relu_maxpool(nn_tensor *const *out, nn_tensor *const *in,
                                    const nn_op_params *p) {
-  nn_tensor *y = out[0], *x = in[0], *b = in[2], *wc = NULL, *scr = NULL, *buf = NULL;
+  nn_tensor *y = out[0], *x = in[0], *b = in[2], *wc = NULL, *scr = NULL, *buf = NULL, *ut = NULL;
   fused_ctx f = {0};
   conv_ctx *c = &f.c;
   fused_init(&f, x->shape, in[1]->shape, y->shape, p, y->dtype);
   int nt = batch_threads(&c->g);
   c->n_chunks = conv_chunks(&c->g, nt);
   int rc = packed(&wc, in[1]);
+  if (rc) goto done;
+  c->w = nn_tensor_data(wc);
+  rc = wino_prepare(&ut, c, false);
   if (!rc) rc = fused_alloc(&scr, &buf, &f, nt, !(c->g.pointwise && planes_contiguous(x)));
   if (rc) goto done;
   c->x = nn_tensor_data(x);
   memcpy(c->xs, x->stride, sizeof c->xs);
-  c->w = nn_tensor_data(wc);
   c->bias = b ? nn_tensor_data(b) : NULL;
   c->bias_stride = b ? b->stride[0] : 0;
   f.y = nn_tensor_data(y);
@@ -1073,6 +1125,7 @@ done:
   nn_tensor_free(wc);
   nn_tensor_free(scr);
   nn_tensor_free(buf);
+  nn_tensor_free(ut);
   return rc;
 }
 
@@ -1124,7 +1177,7 @@ static void fused_bwd_range(conv_ctx *cc, int k, int t, int64_t n0, int64_t n1) 
 static int cpu_conv2d_relu_maxpool_backward(nn_tensor *const *out, nn_tensor *const *in,
                                             const nn_op_params *p) {
   nn_tensor *dyt = in[0], *x = in[1], *dxt = NULL, *dwt = NULL, *dbt = NULL;
-  nn_tensor *wc = NULL, *ic = NULL, *scr = NULL, *buf = NULL, *part = NULL, *dbp = NULL;
+  nn_tensor *wc = NULL, *ic = NULL, *scr = NULL, *buf = NULL, *part = NULL, *dbp = NULL, *ut = NULL;
   int m = (int)p->i[14], j = 0;
   if (m & 1) dxt = out[j++];
   if (m & 2) dwt = out[j++];
@@ -1141,6 +1194,9 @@ static int cpu_conv2d_relu_maxpool_backward(nn_tensor *const *out, nn_tensor *co
   f.want_dw = dwt != NULL;
   int rc = packed(&wc, in[2]);
   if (!rc) rc = packed(&ic, in[3]);
+  if (rc) goto done;
+  c->w = nn_tensor_data(wc);
+  if (dxt) rc = wino_prepare(&ut, c, true);
   if (!rc) rc = fused_alloc(&scr, &buf, &f, nt, f.dx_col || f.dw_col);
   if (!rc && dwt && nch > 1)
     rc = nn_tensor_empty(&part, 1, (int64_t[]){(nch - 1) * wn}, c->dt, nn_cpu);
@@ -1148,7 +1204,6 @@ static int cpu_conv2d_relu_maxpool_backward(nn_tensor *const *out, nn_tensor *co
   if (rc) goto done;
   c->x = nn_tensor_data(x);
   memcpy(c->xs, x->stride, sizeof c->xs);
-  c->w = nn_tensor_data(wc);
   c->dw = dwt ? nn_tensor_data(dwt) : NULL;
   c->dw_part = part ? nn_tensor_data(part) : NULL;
   c->db_part = dbp ? F64(dbp) : NULL;
@@ -1168,6 +1223,7 @@ done:
   nn_tensor_free(buf);
   nn_tensor_free(part);
   nn_tensor_free(dbp);
+  nn_tensor_free(ut);
   return rc;
 }
 
