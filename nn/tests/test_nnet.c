@@ -315,11 +315,11 @@ static void test_conv_backward_threaded(void) {
 }
 
 /* Winograd F(2x2, 5x5) (float32 5x5 stride-1 convolutions with channel counts in multiples of
- * 16, on AVX-512 CPUs): output and input gradient against the double loops for paddings 0 to 4,
- * odd output sizes (partial tiles) and strided / permuted inputs; the same bits on 1 and 2
- * threads; and different bits from direct convolution (nn_set_winograd(false)), which proves
- * the Winograd path ran. The bound is 2e-5 relative to the largest reference value (im2col +
- * GEMM: ~1e-6); measured worst cases are printed. */
+ * 16, on AVX-512 CPUs): output, input gradient and weight gradient against the double loops for
+ * paddings 0 to 4, odd output sizes (partial tiles) and strided / permuted inputs; the same bits
+ * on 1 and 2 threads; and different bits from direct convolution (nn_set_winograd(false)), which
+ * proves the Winograd path ran. The bound is 2e-5 relative to the largest reference value; the
+ * measured worst cases, and direct convolution's, are printed. */
 static void test_conv_winograd(void) {
   conv_case cases[] = {
       {3, 16, 14, 14, 32, 5, 5, {{1, 1}, {2, 2}, {1, 1}, 1}, 1}, /* LeNet's second layer */
@@ -331,7 +331,7 @@ static void test_conv_winograd(void) {
                 __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
   bool wino_default = nn_get_winograd();
   int saved = nn_get_num_threads();
-  double worst_out = 0, worst_dx = 0, direct_out = 0, direct_dx = 0;
+  double worst[3] = {0}, direct[3] = {0}; /* output, input gradient, weight gradient */
   for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
     conv_case *k = &cases[c];
     int64_t OH = out_size(k->H, 5, 1, k->o.padding[0], 1),
@@ -343,61 +343,59 @@ static void test_conv_winograd(void) {
     nn_tensor *R = th_rand(4, (int64_t[]){k->N, k->O, OH, OW}, -1, 1);
     double *xd = th_to_double(x), *wd = th_to_double(w), *bd = th_to_double(b),
            *Rd = th_to_double(R);
-    double *ref = malloc(sizeof *ref * (size_t)no),
-           *dx = malloc(sizeof *dx * (size_t)nn_tensor_numel(x));
+    int64_t nx = nn_tensor_numel(x), nw = nn_tensor_numel(w);
+    double *ref = malloc(sizeof *ref * (size_t)no), *dx = malloc(sizeof *dx * (size_t)nx);
+    double *dw = malloc(sizeof *dw * (size_t)nw);
     ref_conv(k, xd, wd, k->bias ? bd : NULL, OH, OW, ref);
-    ref_conv_grad(k, xd, wd, Rd, OH, OW, dx, NULL, NULL);
-    double mo = 0, mx = 0;
-    for (int64_t i = 0; i < no; i++) mo = fmax(mo, fabs(ref[i]));
-    for (int64_t i = 0; i < nn_tensor_numel(x); i++) mx = fmax(mx, fabs(dx[i]));
-    nn_tensor *first_o = NULL, *first_dx = NULL;
+    ref_conv_grad(k, xd, wd, Rd, OH, OW, dx, dw, NULL);
+    const double *refs[3] = {ref, dx, dw};
+    int64_t ns[3] = {no, nx, nw};
+    double mag[3] = {0};
+    for (int j = 0; j < 3; j++)
+      for (int64_t i = 0; i < ns[j]; i++) mag[j] = fmax(mag[j], fabs(refs[j][i]));
+    nn_tensor *first[3] = {0};
     for (int run = 0; run < 3; run++) { /* Winograd on 1 and 2 threads, then direct */
       nn_set_winograd(run < 2);
       nn_set_num_threads(run == 1 ? 2 : 1);
       nn_tensor *o = NULL;
       nn_tensor_zero_grad(x, true);
+      nn_tensor_zero_grad(w, true);
       OK(nn_conv2d(&o, x, w, k->bias ? b : NULL, &k->o));
       OK(nn_backward(o, R));
-      char what[80];
-      snprintf(what, sizeof what, "conv2d winograd case %zu run %d", c, run);
-      th_close(o, ref, 2e-5 * mo, 0, what);
-      th_close(x->grad, dx, 2e-5 * mx, 0, what);
-      double *wo = run < 2 ? &worst_out : &direct_out, *wx = run < 2 ? &worst_dx : &direct_dx;
-      for (int64_t i = 0; i < no; i++)
-        *wo = fmax(*wo, fabs(nn_tensor_get_flat(o, i) - ref[i]) / mo);
-      for (int64_t i = 0; i < nn_tensor_numel(x); i++)
-        *wx = fmax(*wx, fabs(nn_tensor_get_flat(x->grad, i) - dx[i]) / mx);
-      nn_tensor *oc = NULL, *gc = NULL;
-      OK(nn_contiguous(&oc, o));
-      OK(nn_contiguous(&gc, x->grad));
-      size_t bo = (size_t)no * 4, bx = (size_t)nn_tensor_numel(x) * 4;
-      if (run == 0) {
-        first_o = nn_tensor_retain(oc);
-        first_dx = nn_tensor_retain(gc);
-      } else if (run == 1) {
-        CHECK(!memcmp(nn_tensor_data(oc), nn_tensor_data(first_o), bo) &&
-                  !memcmp(nn_tensor_data(gc), nn_tensor_data(first_dx), bx),
-              "conv2d winograd case %zu: 2 threads give other bits than 1", c);
-      } else if (avx512) { /* direct convolution rounds differently */
-        CHECK(memcmp(nn_tensor_data(oc), nn_tensor_data(first_o), bo) != 0,
-              "conv2d winograd case %zu: the output equals direct convolution's bit for bit "
-              "(Winograd did not run)",
-              c);
-        CHECK(memcmp(nn_tensor_data(gc), nn_tensor_data(first_dx), bx) != 0,
-              "conv2d winograd case %zu: the input gradient equals direct convolution's", c);
+      nn_tensor *got[3] = {o, x->grad, w->grad};
+      static const char *names[3] = {"output", "input gradient", "weight gradient"};
+      for (int j = 0; j < 3; j++) {
+        char what[96];
+        snprintf(what, sizeof what, "conv2d winograd case %zu run %d %s", c, run, names[j]);
+        th_close(got[j], refs[j], 2e-5 * mag[j], 0, what);
+        double *wj = run < 2 ? &worst[j] : &direct[j];
+        for (int64_t i = 0; i < ns[j]; i++)
+          *wj = fmax(*wj, fabs(nn_tensor_get_flat(got[j], i) - refs[j][i]) / mag[j]);
+        nn_tensor *gc = NULL;
+        OK(nn_contiguous(&gc, got[j]));
+        size_t bytes = (size_t)ns[j] * 4;
+        if (run == 0)
+          first[j] = nn_tensor_retain(gc);
+        else if (run == 1)
+          CHECK(!memcmp(nn_tensor_data(gc), nn_tensor_data(first[j]), bytes),
+                "conv2d winograd case %zu: 2 threads give other bits than 1 (%s)", c, names[j]);
+        else if (avx512) /* direct convolution rounds differently */
+          CHECK(memcmp(nn_tensor_data(gc), nn_tensor_data(first[j]), bytes) != 0,
+                "conv2d winograd case %zu: the %s equals direct convolution's bit for bit "
+                "(Winograd did not run)",
+                c, names[j]);
+        nn_tensor_free(gc);
       }
-      nn_tensor_free(oc);
-      nn_tensor_free(gc);
       nn_tensor_free(o);
     }
-    nn_tensor_free(first_o);
-    nn_tensor_free(first_dx);
+    for (int j = 0; j < 3; j++) nn_tensor_free(first[j]);
     free(xd);
     free(wd);
     free(bd);
     free(Rd);
     free(ref);
     free(dx);
+    free(dw);
     nn_tensor_free(x);
     nn_tensor_free(w);
     nn_tensor_free(b);
@@ -406,8 +404,9 @@ static void test_conv_winograd(void) {
   nn_set_winograd(wino_default);
   nn_set_num_threads(saved);
   printf("winograd (%s): worst error relative to the largest value: output %.2e, input gradient "
-         "%.2e (direct convolution: %.2e, %.2e)\n",
-         avx512 ? "AVX-512" : "not used: no AVX-512", worst_out, worst_dx, direct_out, direct_dx);
+         "%.2e, weight gradient %.2e (direct convolution: %.2e, %.2e, %.2e)\n",
+         avx512 ? "AVX-512" : "not used: no AVX-512", worst[0], worst[1], worst[2], direct[0],
+         direct[1], direct[2]);
 }
 
 static void test_conv_errors(void) {

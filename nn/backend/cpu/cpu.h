@@ -54,6 +54,13 @@ int64_t cpu_wino_scratch(int64_t Ci, int64_t Co, int64_t OH, int64_t OW);
 void cpu_wino_conv(float *y, const float *x, const int64_t *xs, int64_t Ci, int64_t Co, int64_t H,
                    int64_t W, int64_t ph, int64_t pw, int64_t OH, int64_t OW, const float *U,
                    float *scratch);
+/* The weight gradient: dU (36, Ci, Co) (+= unless first) the transform-domain gradient of one
+ * sample x (Ci, H, W) with output gradient dy (Co, OH, OW) contiguous (same scratch as
+ * cpu_wino_conv); cpu_wino_dw_finish: dw (O, C, 5, 5) from the sum dU (36, C, O). */
+void cpu_wino_dw_sample(float *dU, const float *x, const int64_t *xs, const float *dy, int64_t Ci,
+                        int64_t Co, int64_t H, int64_t W, int64_t ph, int64_t pw, int64_t OH,
+                        int64_t OW, float *scratch, bool first);
+void cpu_wino_dw_finish(float *dw, const float *dU, int64_t O, int64_t C);
 
 #define F32(t) ((float *)nn_tensor_data(t))
 #define F64(t) ((double *)nn_tensor_data(t))

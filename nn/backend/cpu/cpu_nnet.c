@@ -302,6 +302,7 @@ typedef struct conv_ctx {
   double *db_part;   /* per-chunk (O) bias sums or NULL */
   const float *wu;   /* Winograd filters of the forward (36, C, O), or NULL: im2col + GEMM */
   const float *wud;  /* Winograd filters of the input gradient (36, O, C), or NULL */
+  float *wdu;        /* Winograd weight-gradient partials, (36, C, O) per chunk, or NULL */
 } conv_ctx;
 
 /* The batch is cut into n_chunks contiguous sample ranges fixed by N alone (CONV_CHUNKS, fewer
@@ -394,6 +395,20 @@ static int wino_prepare(nn_tensor **ut, conv_ctx *c, bool dgrad) {
     c->wud = F32(*ut);
   else
     c->wu = F32(*ut);
+  return NN_OK;
+}
+
+/* When Winograd applies to the weight gradient: one (36, C, O) partial per chunk in *t (c->wdu),
+ * and c->scratch_n grown to what it needs. */
+static int wino_dw_prepare(nn_tensor **t, conv_ctx *c, int nch) {
+  const conv_geom *g = &c->g;
+  *t = NULL;
+  if (!wino_ok(g, c->dt)) return NN_OK;
+  int rc = nn_tensor_empty(t, 1, (int64_t[]){nch * 36 * g->C * g->O}, NN_DTYPE_F32, nn_cpu);
+  if (rc) return rc;
+  c->wdu = F32(*t);
+  int64_t need = cpu_wino_scratch(g->C, g->O, g->OH, g->OW);
+  if (need > c->scratch_n) c->scratch_n = need;
   return NN_OK;
 }
 
@@ -595,23 +610,34 @@ static void conv_dw_sample(const conv_ctx *c, char *col, const char *dn, const c
   const conv_geom *g = &c->g;
   size_t es = c->es;
   const char *B = xn;
-  if (col) {
-    im2col(c, col, xn);
-    B = col;
+  if (c->wdu) { /* dw is the chunk's transform-domain partial */
+    cpu_wino_dw_sample((float *)dw, (const float *)xn, c->xs + 1, (const float *)dn, g->C, g->O,
+                       g->H, g->W, g->ph, g->pw, g->OH, g->OW, (float *)col, first);
+  } else {
+    if (col) {
+      im2col(c, col, xn);
+      B = col;
+    }
+    for (int64_t gi = 0; gi < g->G; gi++)
+      gemm(c->dt, false, true, g->Og, g->Kg, g->L, dn + (size_t)(gi * g->Og * g->L) * es, g->L,
+           B + (size_t)(gi * g->Kg * g->L) * es, g->L, first ? 0.0 : 1.0,
+           dw + (size_t)(gi * g->Og * g->Kg) * es, g->Kg);
   }
-  for (int64_t gi = 0; gi < g->G; gi++)
-    gemm(c->dt, false, true, g->Og, g->Kg, g->L, dn + (size_t)(gi * g->Og * g->L) * es, g->L,
-         B + (size_t)(gi * g->Kg * g->L) * es, g->L, first ? 0.0 : 1.0,
-         dw + (size_t)(gi * g->Og * g->Kg) * es, g->Kg);
   if (db)
     for (int64_t o = 0; o < g->O; o++)
       db[o] += c->dt == NN_DTYPE_F32 ? sum_f((const float *)dn + o * g->L, g->L)
                                      : sum_d((const double *)dn + o * g->L, g->L);
 }
 
-/* chunk k's dw partial: in c->dw for chunk 0, else in c->dw_part */
+/* elements of one chunk's dw partial */
+static int64_t dw_part_n(const conv_ctx *c) {
+  return c->wdu ? 36 * c->g.C * c->g.O : c->g.O * c->g.Kg;
+}
+
+/* chunk k's dw partial: in c->dw for chunk 0, else in c->dw_part; with Winograd, in c->wdu */
 static char *dw_of_chunk(const conv_ctx *c, int k) {
-  int64_t wn = c->g.O * c->g.Kg;
+  int64_t wn = dw_part_n(c);
+  if (c->wdu) return (char *)(c->wdu + k * wn);
   return k == 0 ? c->dw : c->dw_part + (size_t)((k - 1) * wn) * c->es;
 }
 
@@ -622,7 +648,7 @@ static void conv_bwd_weight_range(conv_ctx *c, int k, int t, int64_t n0, int64_t
   double *db = c->db_part ? c->db_part + k * g->O : NULL;
   if (db)
     for (int64_t o = 0; o < g->O; o++) db[o] = 0;
-  if (n0 == n1) memset(dw, 0, (size_t)(g->O * g->Kg) * c->es);
+  if (n0 == n1) memset(dw, 0, (size_t)dw_part_n(c) * c->es);
   for (int64_t n = n0; n < n1; n++)
     conv_dw_sample(c, col, c->dout + (size_t)(n * g->O * g->L) * c->es,
                    c->x + (size_t)(n * c->xs[0]) * c->es, dw, n == n0, db);
@@ -633,7 +659,14 @@ static void conv_bwd_weight_range(conv_ctx *c, int k, int t, int64_t n0, int64_t
 static void conv_dw_finish(const conv_ctx *c, nn_tensor *dw, nn_tensor *dbt) {
   int nch = c->n_chunks;
   int64_t wn = c->g.O * c->g.Kg;
-  if (nch > 1) {
+  if (c->wdu) { /* the chunks' transform-domain partials in chunk order, then back to dw */
+    int64_t un = dw_part_n(c);
+    float *d = c->wdu;
+#pragma omp parallel for schedule(static) if (un >= CPU_PAR_MIN)
+    for (int64_t i = 0; i < un; i++)
+      for (int k = 1; k < nch; k++) d[i] += d[k * un + i];
+    cpu_wino_dw_finish(F32(dw), d, c->g.O, c->g.C);
+  } else if (nch > 1) {
     if (c->dt == NN_DTYPE_F32) {
       float *d = F32(dw);
       const float *q = (const float *)c->dw_part;
@@ -659,7 +692,7 @@ static void conv_dw_finish(const conv_ctx *c, nn_tensor *dw, nn_tensor *dbt) {
 static int cpu_conv2d_backward_weight(nn_tensor *const *out, nn_tensor *const *in,
                                       const nn_op_params *p) {
   nn_tensor *dw = out[0], *dbt = p->i[7] ? out[1] : NULL, *x = in[1];
-  nn_tensor *dc = NULL, *scr = NULL, *part = NULL, *dbp = NULL;
+  nn_tensor *dc = NULL, *scr = NULL, *part = NULL, *dbp = NULL, *wdu = NULL;
   conv_ctx c = {0};
   geom_init(&c.g, x->shape, dw->shape, in[0]->shape, p);
   c.dt = dw->dtype;
@@ -667,10 +700,12 @@ static int cpu_conv2d_backward_weight(nn_tensor *const *out, nn_tensor *const *i
   int nt = batch_threads(&c.g);
   int64_t wn = c.g.O * c.g.Kg;
   if (!(c.g.pointwise && planes_contiguous(x))) c.scratch_n = c.g.K * c.g.L + padded_n(&c.g);
-  int rc = packed(&dc, in[0]);
-  if (!rc) rc = scratch_alloc(&scr, &c, nt);
   int nch = c.n_chunks = conv_chunks(&c.g, nt);
-  if (!rc && nch > 1) rc = nn_tensor_empty(&part, 1, (int64_t[]){(nch - 1) * wn}, c.dt, nn_cpu);
+  int rc = packed(&dc, in[0]);
+  if (!rc) rc = wino_dw_prepare(&wdu, &c, nch);
+  if (!rc) rc = scratch_alloc(&scr, &c, nt);
+  if (!rc && nch > 1 && !c.wdu)
+    rc = nn_tensor_empty(&part, 1, (int64_t[]){(nch - 1) * wn}, c.dt, nn_cpu);
   if (!rc && dbt) rc = nn_tensor_empty(&dbp, 1, (int64_t[]){nch * c.g.O}, NN_DTYPE_F64, nn_cpu);
   if (rc) goto done;
   c.dout = nn_tensor_data(dc);
@@ -686,6 +721,7 @@ done:
   nn_tensor_free(scr);
   nn_tensor_free(part);
   nn_tensor_free(dbp);
+  nn_tensor_free(wdu);
   return rc;
 }
 
@@ -1140,7 +1176,7 @@ static void fused_bwd_range(conv_ctx *cc, int k, int t, int64_t n0, int64_t n1) 
   bool f32 = cc->dt == NN_DTYPE_F32;
   if (db)
     for (int64_t o = 0; o < g->O; o++) db[o] = 0;
-  if (dw && n0 == n1) memset(dw, 0, (size_t)(g->O * g->Kg) * es);
+  if (dw && n0 == n1) memset(dw, 0, (size_t)dw_part_n(cc) * es);
   for (int64_t n = n0; n < n1; n++) {
     /* dconv (O, L): dy scattered to the argmax (max_pool2d_backward), kept where y > 0 (relu) */
     memset(db_, 0, (size_t)OL * es);
@@ -1178,6 +1214,7 @@ static int cpu_conv2d_relu_maxpool_backward(nn_tensor *const *out, nn_tensor *co
                                             const nn_op_params *p) {
   nn_tensor *dyt = in[0], *x = in[1], *dxt = NULL, *dwt = NULL, *dbt = NULL;
   nn_tensor *wc = NULL, *ic = NULL, *scr = NULL, *buf = NULL, *part = NULL, *dbp = NULL, *ut = NULL;
+  nn_tensor *wdu = NULL;
   int m = (int)p->i[14], j = 0;
   if (m & 1) dxt = out[j++];
   if (m & 2) dwt = out[j++];
@@ -1197,8 +1234,9 @@ static int cpu_conv2d_relu_maxpool_backward(nn_tensor *const *out, nn_tensor *co
   if (rc) goto done;
   c->w = nn_tensor_data(wc);
   if (dxt) rc = wino_prepare(&ut, c, true);
+  if (!rc && dwt) rc = wino_dw_prepare(&wdu, c, nch);
   if (!rc) rc = fused_alloc(&scr, &buf, &f, nt, f.dx_col || f.dw_col);
-  if (!rc && dwt && nch > 1)
+  if (!rc && dwt && nch > 1 && !c->wdu)
     rc = nn_tensor_empty(&part, 1, (int64_t[]){(nch - 1) * wn}, c->dt, nn_cpu);
   if (!rc && dbt) rc = nn_tensor_empty(&dbp, 1, (int64_t[]){nch * c->g.O}, NN_DTYPE_F64, nn_cpu);
   if (rc) goto done;
@@ -1224,6 +1262,7 @@ done:
   nn_tensor_free(part);
   nn_tensor_free(dbp);
   nn_tensor_free(ut);
+  nn_tensor_free(wdu);
   return rc;
 }
 

@@ -74,6 +74,27 @@ void cpu_wino_filters(float *U, const float *w, int64_t O, int64_t C, bool dgrad
   }
 }
 
+void cpu_wino_dw_finish(float *dw, const float *dU, int64_t O, int64_t C) {
+#pragma omp parallel for schedule(static) if (O * C >= 256)
+  for (int64_t f = 0; f < O * C; f++) {
+    int64_t o = f / C, c = f % C;
+    double t[6][5]; /* (dU G)[i][kx] */
+    for (int i = 0; i < 6; i++)
+      for (int kx = 0; kx < 5; kx++) {
+        double s = 0;
+        for (int j = 0; j < 6; j++)
+          s += (double)dU[((int64_t)(i * 6 + j) * C + c) * O + o] * WG[j][kx];
+        t[i][kx] = s;
+      }
+    for (int ky = 0; ky < 5; ky++)
+      for (int kx = 0; kx < 5; kx++) {
+        double s = 0;
+        for (int i = 0; i < 6; i++) s += WG[i][ky] * t[i][kx];
+        dw[f * 25 + ky * 5 + kx] = (float)s;
+      }
+  }
+}
+
 static int64_t tiles(int64_t n) { return (n + 1) / 2; }
 
 int64_t cpu_wino_scratch(int64_t Ci, int64_t Co, int64_t OH, int64_t OW) {
@@ -117,13 +138,13 @@ AVX512_FN static inline void at6(__m512 *y0, __m512 *y1, const __m512 m[6]) {
                       m[5]);
 }
 
-AVX512_FN void cpu_wino_conv(float *y, const float *x, const int64_t *xs, int64_t Ci, int64_t Co,
-                             int64_t H, int64_t W, int64_t ph, int64_t pw, int64_t OH, int64_t OW,
-                             const float *U, float *scratch) {
-  const int64_t TH = tiles(OH), TW = tiles(OW), T = TH * TW;
-  const int64_t PH = 2 * TH + 4, PW = 2 * TW + 4, nb = Ci / 16, ob = Co / 16;
-  float *P = scratch, *V = P + PH * PW * Ci, *M = V + 36 * T * Ci;
-  /* 1. the zero-padded sample, channels last: P[h][w][c] */
+/* V[xi][t][c] = (B^T d B)[xi] for the 6x6 patch d of tile t of x (Ci, H, W) (strides xs)
+ * zero-padded by ph, pw, 16 channels at a time, through P, the padded sample laid out channels
+ * last. */
+AVX512_FN static void wino_input(float *V, float *P, const float *x, const int64_t *xs, int64_t Ci,
+                                 int64_t H, int64_t W, int64_t ph, int64_t pw, int64_t TH,
+                                 int64_t TW) {
+  const int64_t T = TH * TW, PH = 2 * TH + 4, PW = 2 * TW + 4, nb = Ci / 16;
   memset(P, 0, sizeof(float) * (size_t)(PH * PW * Ci));
   for (int64_t c = 0; c < Ci; c++)
     for (int64_t h = 0; h < H; h++) {
@@ -131,7 +152,6 @@ AVX512_FN void cpu_wino_conv(float *y, const float *x, const int64_t *xs, int64_
       float *d = P + ((h + ph) * PW + pw) * Ci + c;
       for (int64_t w = 0; w < W; w++) d[w * Ci] = s[w * xs[2]];
     }
-  /* 2. V[xi][t][c] = (B^T d B)[xi] for tile t's 6x6 patch d, 16 channels at a time */
   for (int64_t th = 0; th < TH; th++)
     for (int64_t tw = 0; tw < TW; tw++)
       for (int64_t b = 0; b < nb; b++) {
@@ -150,6 +170,20 @@ AVX512_FN void cpu_wino_conv(float *y, const float *x, const int64_t *xs, int64_
           for (int j = 0; j < 6; j++) _mm512_storeu_ps(v + (i * 6 + j) * T * Ci, t[j]);
         }
       }
+}
+
+/* lane k of the result: k * stride, for scatters and gathers over 16 channel planes */
+AVX512_FN static inline __m512i plane_offsets(int64_t stride) {
+  return _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                            _mm512_set1_epi32((int)stride));
+}
+
+AVX512_FN void cpu_wino_conv(float *y, const float *x, const int64_t *xs, int64_t Ci, int64_t Co,
+                             int64_t H, int64_t W, int64_t ph, int64_t pw, int64_t OH, int64_t OW,
+                             const float *U, float *scratch) {
+  const int64_t TH = tiles(OH), TW = tiles(OW), T = TH * TW, ob = Co / 16;
+  float *P = scratch, *V = P + (2 * TH + 4) * (2 * TW + 4) * Ci, *M = V + 36 * T * Ci;
+  wino_input(V, P, x, xs, Ci, H, W, ph, pw, TH, TW);
   /* 3. M[xi] (T, Co) = V[xi] (T, Ci) @ U[xi] (Ci, Co) */
   for (int xi = 0; xi < 36; xi++)
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)T, (int)Co, (int)Ci, 1.0f,
@@ -184,6 +218,58 @@ AVX512_FN void cpu_wino_conv(float *y, const float *x, const int64_t *xs, int64_
         }
       }
 }
+
+/* The weight gradient: Y = A^T [U . V] A is linear in U, so dU[xi] = sum over tiles of
+ * V[xi]^T (A dY A^T)[xi], and dg = G^T dU G for each filter (cpu_wino_dw_finish). */
+AVX512_FN void cpu_wino_dw_sample(float *dU, const float *x, const int64_t *xs, const float *dy,
+                                  int64_t Ci, int64_t Co, int64_t H, int64_t W, int64_t ph,
+                                  int64_t pw, int64_t OH, int64_t OW, float *scratch, bool first) {
+  const int64_t TH = tiles(OH), TW = tiles(OW), T = TH * TW, ob = Co / 16;
+  float *P = scratch, *V = P + (2 * TH + 4) * (2 * TW + 4) * Ci, *D = V + 36 * T * Ci;
+  wino_input(V, P, x, xs, Ci, H, W, ph, pw, TH, TW);
+  /* D[xi][t][o] = (A dY A^T)[xi] for tile t's 2x2 output gradient dY (0 outside the output),
+   * 16 channels at a time; A = [1 0; 1 1; 1 -1; 1 2; 1 -2; 0 1] */
+  const __m512i lane = plane_offsets(OH * OW);
+  const __m512 two = _mm512_set1_ps(2.0f);
+  for (int64_t th = 0; th < TH; th++)
+    for (int64_t tw = 0; tw < TW; tw++)
+      for (int64_t b = 0; b < ob; b++) {
+        const float *yb = dy + b * 16 * OH * OW;
+        __m512 g[2][2];
+        for (int a = 0; a < 2; a++)
+          for (int c = 0; c < 2; c++) {
+            int64_t oy = 2 * th + a, ox = 2 * tw + c;
+            g[a][c] = oy < OH && ox < OW ? _mm512_i32gather_ps(lane, yb + oy * OW + ox, 4)
+                                         : _mm512_setzero_ps();
+          }
+        __m512 r[6][2]; /* (A dY)[i][c] */
+        for (int c = 0; c < 2; c++) {
+          __m512 u0 = g[0][c], u1 = g[1][c];
+          r[0][c] = u0;
+          r[1][c] = _mm512_add_ps(u0, u1);
+          r[2][c] = _mm512_sub_ps(u0, u1);
+          r[3][c] = _mm512_fmadd_ps(two, u1, u0);
+          r[4][c] = _mm512_fnmadd_ps(two, u1, u0);
+          r[5][c] = u1;
+        }
+        float *d = D + (th * TW + tw) * Co + b * 16;
+        for (int i = 0; i < 6; i++) {
+          __m512 u0 = r[i][0], u1 = r[i][1], e[6];
+          e[0] = u0;
+          e[1] = _mm512_add_ps(u0, u1);
+          e[2] = _mm512_sub_ps(u0, u1);
+          e[3] = _mm512_fmadd_ps(two, u1, u0);
+          e[4] = _mm512_fnmadd_ps(two, u1, u0);
+          e[5] = u1;
+          for (int j = 0; j < 6; j++) _mm512_storeu_ps(d + (i * 6 + j) * T * Co, e[j]);
+        }
+      }
+  /* dU[xi] (Ci, Co) (+)= V[xi]^T (Ci, T) @ D[xi] (T, Co) */
+  for (int xi = 0; xi < 36; xi++)
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)Ci, (int)Co, (int)T, 1.0f,
+                V + xi * T * Ci, (int)Ci, D + xi * T * Co, (int)Co, first ? 0.0f : 1.0f,
+                dU + xi * Ci * Co, (int)Co);
+}
 #else
 bool cpu_wino_usable(void) { return false; }
 void cpu_wino_conv(float *y, const float *x, const int64_t *xs, int64_t Ci, int64_t Co, int64_t H,
@@ -192,5 +278,12 @@ void cpu_wino_conv(float *y, const float *x, const int64_t *xs, int64_t Ci, int6
   (void)y, (void)x, (void)xs, (void)Ci, (void)Co, (void)H, (void)W, (void)ph, (void)pw, (void)OH;
   (void)OW, (void)U, (void)scratch;
   abort(); /* cpu_wino_usable() is false: never called */
+}
+void cpu_wino_dw_sample(float *dU, const float *x, const int64_t *xs, const float *dy, int64_t Ci,
+                        int64_t Co, int64_t H, int64_t W, int64_t ph, int64_t pw, int64_t OH,
+                        int64_t OW, float *scratch, bool first) {
+  (void)dU, (void)x, (void)xs, (void)dy, (void)Ci, (void)Co, (void)H, (void)W, (void)ph, (void)pw;
+  (void)OH, (void)OW, (void)scratch, (void)first;
+  abort();
 }
 #endif
