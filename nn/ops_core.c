@@ -271,16 +271,53 @@ int nn_matmul(nn_tensor **out, nn_tensor *a, nn_tensor *b) {
 
 /* ---------------------------------------------------------------- linear */
 
+/* dx = dout (N, O) @ w (O, I) and dw = dout^T (O, N) @ x (N, I) as one MATMUL_PAIR, where the
+ * backend has it (the CPU runs the two products side by side on the threads). */
+static int linear_grads_pair(nn_tensor **dx, nn_tensor **dw, nn_tensor *dout, nn_tensor *w,
+                             nn_tensor *x) {
+  nn_tensor *t = NULL, *v[6] = {0}, *o[2] = {0};
+  int64_t N = dout->shape[0], O = dout->shape[1], I = w->shape[1];
+  nn_device dev = dout->storage->device;
+  int rc = nn_tensor_empty(&o[0], 2, (int64_t[]){N, I}, dout->dtype, dev);
+  if (!rc) rc = nn_tensor_empty(&o[1], 2, (int64_t[]){O, I}, dout->dtype, dev);
+  bool prev = nn_set_grad_enabled(false);
+  if (!rc) rc = mT(&t, dout);
+  nn_tensor *src[6] = {o[0], o[1], dout, w, t, x};
+  for (int i = 0; i < 6 && !rc; i++) rc = nn_unsqueeze(&v[i], src[i], 0);
+  nn_set_grad_enabled(prev);
+  if (!rc) {
+    nn_op_params p = {0};
+    rc = nn_dispatch(NN_OP_MATMUL_PAIR, 2, v, 4, v + 2, &p);
+  }
+  nn_tensor_free(t);
+  for (int i = 0; i < 6; i++) nn_tensor_free(v[i]);
+  if (rc) {
+    nn_tensor_free(o[0]);
+    nn_tensor_free(o[1]);
+    return rc;
+  }
+  *dx = o[0];
+  *dw = o[1];
+  return NN_OK;
+}
+
 /* x (N, I), w (O, I), bias (O) -> (N, O); fused: out = bias broadcast, then out += x @ w^T. */
 static int linear_backward(nn_node *n, nn_tensor *dout, nn_tensor **din) {
   nn_tensor *x = n->in[0], *w = n->in[1];
   int rc = NN_OK;
-  if (n->needs_grad[0]) rc = matmul_raw(&din[0], dout, w); /* (N, O) @ (O, I) */
-  if (!rc && n->needs_grad[1]) {                           /* (O, N) @ (N, I) */
-    nn_tensor *t = NULL;
-    rc = mT(&t, dout);
-    if (!rc) rc = matmul_raw(&din[1], t, x);
-    nn_tensor_free(t);
+  const nn_backend_i *be = nn_backend_get(dout->storage->device.type);
+  bool pair = n->needs_grad[0] && n->needs_grad[1] && be && be->kernels[NN_OP_MATMUL_PAIR] &&
+              dout->dtype == w->dtype && x->dtype == w->dtype;
+  if (pair)
+    rc = linear_grads_pair(&din[0], &din[1], dout, w, x);
+  else {
+    if (n->needs_grad[0]) rc = matmul_raw(&din[0], dout, w); /* (N, O) @ (O, I) */
+    if (!rc && n->needs_grad[1]) {                           /* (O, N) @ (N, I) */
+      nn_tensor *t = NULL;
+      rc = mT(&t, dout);
+      if (!rc) rc = matmul_raw(&din[1], t, x);
+      nn_tensor_free(t);
+    }
   }
   if (!rc && n->n_in > 2 && n->needs_grad[2]) rc = nn_sum_dims(&din[2], dout, 1u, false);
   return rc;

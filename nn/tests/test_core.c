@@ -401,6 +401,52 @@ static void test_linear(void) {
   }
 }
 
+/* A layer's two gradient products as one MATMUL_PAIR (side by side on 2 threads): against double
+ * references, and bit for bit the products nn_matmul gives on one thread (each product is one
+ * whole single-threaded BLAS call either way). */
+static void test_linear_pair(void) {
+  int saved = nn_get_num_threads();
+  nn_tensor *x = req(th_rand(2, (int64_t[]){128, 256}, -1, 1));
+  nn_tensor *w = req(th_rand(2, (int64_t[]){192, 256}, -1, 1));
+  nn_tensor *R = th_rand(2, (int64_t[]){128, 192}, -1, 1), *Rt = NULL, *dx1 = NULL, *dw1 = NULL;
+  double *dxr = calloc(128 * 256, sizeof *dxr), *dwr = calloc(192 * 256, sizeof *dwr);
+  for (int i = 0; i < 128; i++)
+    for (int o = 0; o < 192; o++) {
+      double r = nn_tensor_get_flat(R, i * 192 + o);
+      for (int k = 0; k < 256; k++) {
+        dxr[i * 256 + k] += r * nn_tensor_get_flat(w, o * 256 + k);
+        dwr[o * 256 + k] += r * nn_tensor_get_flat(x, i * 256 + k);
+      }
+    }
+  nn_set_num_threads(1);
+  OK(nn_matmul(&dx1, R, w));
+  OK(nn_transpose(&Rt, R, 0, 1));
+  OK(nn_matmul(&dw1, Rt, x));
+  for (int threads = 1; threads <= 2; threads++) {
+    nn_set_num_threads(threads);
+    nn_tensor *o = NULL;
+    nn_tensor_zero_grad(x, true);
+    nn_tensor_zero_grad(w, true);
+    OK(nn_linear(&o, x, w, NULL));
+    OK(nn_backward(o, R));
+    th_close(x->grad, dxr, 1e-4, 1e-4, "linear pair dx");
+    th_close(w->grad, dwr, 1e-4, 1e-4, "linear pair dw");
+    CHECK(!memcmp(nn_tensor_data(x->grad), nn_tensor_data(dx1), 128 * 256 * 4) &&
+              !memcmp(nn_tensor_data(w->grad), nn_tensor_data(dw1), 192 * 256 * 4),
+          "linear gradients on %d threads are not the bits of one-thread matmuls", threads);
+    nn_tensor_free(o);
+  }
+  nn_set_num_threads(saved);
+  free(dxr);
+  free(dwr);
+  nn_tensor_free(Rt);
+  nn_tensor_free(dx1);
+  nn_tensor_free(dw1);
+  nn_tensor_free(R);
+  nn_tensor_free(x);
+  nn_tensor_free(w);
+}
+
 /* ---- autograd engine ---- */
 
 static void test_autograd(void) {
@@ -459,6 +505,7 @@ int main(void) {
   test_views();
   test_matmul();
   test_linear();
+  test_linear_pair();
   test_autograd();
   return th_done();
 }
