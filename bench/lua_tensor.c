@@ -180,6 +180,14 @@ static int lwb_set_allow_tf32(lua_State *L) {
   return 1;
 }
 
+/* wb.set_winograd(on): Winograd convolutions on the CPU (nn/tensor.h); returns the previous */
+static int lwb_set_winograd(lua_State *L) {
+  luaL_checkany(L, 1);
+  lua_pushboolean(L, nn_get_winograd());
+  nn_set_winograd(lua_toboolean(L, 1));
+  return 1;
+}
+
 /* t moved to dev (the reference is consumed); raises on error */
 static nn_tensor *moved(lua_State *L, nn_tensor *t, nn_device dev) {
   if (t->storage->device.type == dev.type) return t;
@@ -1427,6 +1435,7 @@ static const luaL_Reg tensor_funcs[] = {
     {"device", lwb_device},
     {"device_available", lwb_device_available},
     {"set_deterministic", lwb_set_deterministic},
+    {"set_winograd", lwb_set_winograd},
     {"set_allow_tf32", lwb_set_allow_tf32},
     {NULL, NULL},
 };
