@@ -3,11 +3,14 @@
  * Prints float32 GEMM GFLOP/s through the core (nn_matmul, which allocates its output from the
  * caching allocator and dispatches to OpenBLAS) beside OpenBLAS's cblas_sgemm called directly
  * in the same run, as a ratio, at n = 256, 1024, 2048; then the throughput of the hot ops of a
- * training step. Every measurement checks its result first, then times: warm-up, then the
+ * training step; then a linear layer's two gradient products as one matmul_pair (side by side
+ * on the threads) against the two products one after the other (each threaded), at the MLP's
+ * 512-unit layer. Every measurement checks its result first, then times: warm-up, then the
  * median of several repetitions.
  *
  *   wb_bench_nn [--threads N] [--quick]
  */
+#include "backend.h"
 #include "nn.h"
 
 #include <cblas.h>
@@ -254,6 +257,76 @@ static void bench_ops(int quick) {
   nn_tensor_free(k.labels);
 }
 
+/* ---- a linear layer's gradients: matmul_pair against two matmuls ---- */
+
+typedef struct {
+  nn_tensor *dout, *w, *doutT, *x; /* dx = dout @ w, dw = dout^T @ x (all 3-D, batch 1) */
+  nn_tensor *dx, *dw;
+} pair_ctx;
+
+static void pair_one(void *vctx) {
+  pair_ctx *c = vctx;
+  nn_tensor *o[2] = {c->dx, c->dw}, *in[4] = {c->dout, c->w, c->doutT, c->x};
+  nn_op_params p = {0};
+  TRY(nn_dispatch(NN_OP_MATMUL_PAIR, 2, o, 4, in, &p));
+}
+
+static void pair_two(void *vctx) {
+  pair_ctx *c = vctx;
+  nn_op_params p = {0};
+  nn_tensor *i0[2] = {c->dout, c->w}, *i1[2] = {c->doutT, c->x};
+  TRY(nn_dispatch(NN_OP_MATMUL, 1, &c->dx, 2, i0, &p));
+  TRY(nn_dispatch(NN_OP_MATMUL, 1, &c->dw, 2, i1, &p));
+}
+
+static void bench_pair(int quick) {
+  const int64_t rows = 128, outs = 512, ins = 512;
+  pair_ctx c = {0};
+  nn_tensor *dout = NULL, *t = NULL;
+  TRY(nn_tensor_empty(&dout, 3, (int64_t[]){1, rows, outs}, NN_DTYPE_F32, nn_cpu));
+  TRY(nn_tensor_empty(&c.w, 3, (int64_t[]){1, outs, ins}, NN_DTYPE_F32, nn_cpu));
+  TRY(nn_tensor_empty(&c.x, 3, (int64_t[]){1, rows, ins}, NN_DTYPE_F32, nn_cpu));
+  TRY(nn_tensor_empty(&c.dx, 3, (int64_t[]){1, rows, ins}, NN_DTYPE_F32, nn_cpu));
+  TRY(nn_tensor_empty(&c.dw, 3, (int64_t[]){1, outs, ins}, NN_DTYPE_F32, nn_cpu));
+  TRY(nn_uniform_(dout, -1, 1, NULL));
+  TRY(nn_uniform_(c.w, -1, 1, NULL));
+  TRY(nn_uniform_(c.x, -1, 1, NULL));
+  c.dout = dout;
+  TRY(nn_transpose(&t, dout, 1, 2));
+  c.doutT = t;
+  /* check: both ways give the same products up to float32 summation order */
+  nn_tensor *r0 = NULL, *r1 = NULL;
+  pair_two(&c);
+  TRY(nn_contiguous(&r0, c.dx));
+  TRY(nn_contiguous(&r1, c.dw));
+  pair_one(&c);
+  for (int64_t i = 0; i < rows * ins; i++)
+    if (fabs(nn_tensor_get_flat(r0, i) - nn_tensor_get_flat(c.dx, i)) > 1e-3)
+      DIE("matmul_pair: dx differs from matmul's");
+  for (int64_t i = 0; i < outs * ins; i++)
+    if (fabs(nn_tensor_get_flat(r1, i) - nn_tensor_get_flat(c.dw, i)) > 1e-3)
+      DIE("matmul_pair: dw differs from matmul's");
+  nn_tensor_free(r0);
+  nn_tensor_free(r1);
+  int reps = quick ? 5 : 50;
+  double t1[5], t2[5]; /* interleaved, so drift on a shared machine hits both alike */
+  for (int k = 0; k < 5; k++) {
+    t2[k] = time_it(pair_two, &c, 2, reps);
+    t1[k] = time_it(pair_one, &c, 2, reps);
+  }
+  double m1 = median(t1, 5), m2 = median(t2, 5);
+  printf("\n%-40s %10s %10s %8s\n", "linear gradients, 128 x 512 -> 512", "pair us", "two us",
+         "speedup");
+  printf("%-40s %10.1f %10.1f %7.2fx\n", "dx = dout @ w, dw = dout^T @ x", m1 * 1e6, m2 * 1e6,
+         m2 / m1);
+  nn_tensor_free(dout);
+  nn_tensor_free(t);
+  nn_tensor_free(c.w);
+  nn_tensor_free(c.x);
+  nn_tensor_free(c.dx);
+  nn_tensor_free(c.dw);
+}
+
 int main(int argc, char **argv) {
   nn_blas_init(argv);
   int threads = 0, quick = 0;
@@ -272,5 +345,6 @@ int main(int argc, char **argv) {
          nn_blas_core());
   bench_gemm(quick);
   bench_ops(quick);
+  bench_pair(quick);
   return 0;
 }

@@ -258,10 +258,10 @@ done:
 
 /* Two independent products (a layer's input and weight gradients) at once, each on its own half
  * of the threads (column panels within a half), in one parallel region: on the 2-core machine
- * the pair of a 512-unit layer's gradients took ~25% less time this way than one product after
- * the other, each split over both cores (bench/README.md): whole products per thread pack each
- * operand once, and there is one fork instead of two. Products too small, too unequal (more than
- * 2x apart in work), not float32, or with operands BLAS cannot read in place run as two
+ * the pair of a 512-unit layer's gradients ran 1.18-1.26x faster this way than one product after
+ * the other, each split over both cores (wb_bench_nn, bench/README.md): whole products per thread
+ * pack each operand once, and there is one fork instead of two. Products too small, too unequal
+ * (more than 2x apart in work), not float32, or with operands BLAS cannot read in place run as two
  * cpu_matmul calls. The bits depend on the thread count only, as cpu_matmul's do. */
 static int cpu_matmul_pair(nn_tensor *const *out, nn_tensor *const *in, const nn_op_params *p) {
   (void)p;
