@@ -81,8 +81,8 @@ static void prof_print(void) {
   double total = 0;
   for (int i = 0; i < prof_n; i++) total += prof[i].seconds;
   qsort(prof, (size_t)prof_n, sizeof *prof, prof_cmp);
-  fprintf(stderr, "# WB_OP_PROFILE: %.3f s in ops (top-level calls)\n%9s %6s %9s %10s  %s\n",
-          total, "seconds", "share", "calls", "us/call", "op [output shape]");
+  fprintf(stderr, "# WB_OP_PROFILE: %.3f s in ops (top-level calls)\n%9s %6s %9s %10s  %s\n", total,
+          "seconds", "share", "calls", "us/call", "op [output shape]");
   for (int i = 0; i < prof_n; i++)
     fprintf(stderr, "%9.3f %5.1f%% %9ld %10.1f  %s\n", prof[i].seconds,
             total > 0 ? 100 * prof[i].seconds / total : 0.0, prof[i].calls,
