@@ -118,8 +118,9 @@ bool nn_get_deterministic(void);
  * one group and channel counts that are multiples of 16 run their forward, input gradient and
  * weight gradient as Winograd F(2x2, 5x5) on AVX-512 CPUs (2.8x fewer multiplications than im2col +
  * GEMM; results differ from direct convolution by rounding, ~1e-6 relative, and a NaN or infinity
- * in the input spreads to its whole 2x2 output tile). On by default; off with
- * nn_set_winograd(false) or WB_WINOGRAD=0 in the environment, for direct convolution's bits. */
+ * in the input reaches all four outputs of each 2x2 output tile whose 6x6 input patch holds it). On
+ * by default; off with nn_set_winograd(false) or WB_WINOGRAD=0 in the environment, for direct
+ * convolution's bits. */
 void nn_set_winograd(bool on);
 bool nn_get_winograd(void);
 /* TF32 tensor-core math for float32 matrix products and convolutions on GPUs that have it
