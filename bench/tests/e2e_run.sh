@@ -2,7 +2,7 @@
 # bench/tests/e2e_run.sh: `wb run` end to end: options from the command line and --config,
 # --help, unknown options and bad values, what a run records (params, metrics with NaN, tags,
 # artifacts, script digest, git commit), syntax and runtime errors, os.exit, and the commands
-# around it (runs, show, export, report, version, help, unknown command).
+# around it (runs, show, export, report, version, help, unknown command), and WB_OP_PROFILE.
 # usage: bash e2e_run.sh WB_BINARY REPO_ROOT   (exit 0 pass, 1 fail, 77 skip)
 # Needs sqlite3 (the CLI) to read the database directly.
 set -u
@@ -212,6 +212,24 @@ out=$("$WB" runs --db missing.sqlite 2>&1); rc=$?
 check "missing database is an error" test $rc -ne 0
 check "missing database message" has "$out" "no result store at missing.sqlite"
 check "commands do not create a database" test ! -e missing.sqlite
+
+# ---- WB_OP_PROFILE=1: per-op wall times on stderr at exit, the script's output untouched
+cat >prof.lua <<'EOF'
+local wb = require "wb"
+local l = wb.nn.Linear(8, 4)
+local y = l(wb.randn { 16, 8 }):relu():sum()
+y:backward()
+print("done")
+EOF
+out=$(WB_OP_PROFILE=1 "$WB" run prof.lua --db prof.sqlite 2>prof.err); rc=$?
+err=$(cat prof.err)
+check "profiled run exits 0" test $rc -eq 0
+check "profiled run's output" has "$out" "done"
+check "profile header" has "$err" "# WB_OP_PROFILE:"
+check "profile names matmul with its output shape" has "$err" "matmul [1,16,4]"
+check "profile names the relu" has "$err" "unary [16,4]"
+out=$("$WB" run prof.lua --db prof.sqlite 2>&1)
+check "no profile without WB_OP_PROFILE" bash -c '! grep -q WB_OP_PROFILE <<<"$1"' _ "$out"
 
 echo "$pass passed, $fail failed"
 [ $fail -eq 0 ]
