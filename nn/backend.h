@@ -45,6 +45,9 @@ typedef struct nn_backend_i {
 void nn_backend_register(nn_device_type d, const nn_backend_i *be);
 const nn_backend_i *nn_backend_get(nn_device_type d);
 const char *nn_op_name(int op);
+/* An on/off environment switch: unset or empty gives dflt; "0", "off", "false" or "no" (any case)
+ * false; anything else true. */
+bool nn_env_flag(const char *name, bool dflt);
 
 /* Runs kernel op on the device of out[0]. Checks that all tensors share that device. */
 int nn_dispatch(int op, int n_out, nn_tensor *const *out, int n_in, nn_tensor *const *in,

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #ifdef _OPENMP
 #include <omp.h>
@@ -19,6 +20,15 @@ static const char *op_names[NN_OP_COUNT] = {
 };
 
 const char *nn_op_name(int op) { return op >= 0 && op < NN_OP_COUNT ? op_names[op] : "?"; }
+
+bool nn_env_flag(const char *name, bool dflt) {
+  const char *e = getenv(name);
+  if (!e || !*e) return dflt;
+  static const char *const off[] = {"0", "off", "false", "no"};
+  for (size_t i = 0; i < sizeof off / sizeof *off; i++)
+    if (!strcasecmp(e, off[i])) return false;
+  return true;
+}
 
 static const nn_backend_i *backends[NN_DEVICE_COUNT];
 
@@ -93,8 +103,7 @@ static bool profile_on(void) {
   if (prof_state < 0) {
     pthread_mutex_lock(&prof_mu);
     if (prof_state < 0) {
-      const char *e = getenv("WB_OP_PROFILE");
-      prof_state = e && *e && strcmp(e, "0") ? 1 : 0;
+      prof_state = nn_env_flag("WB_OP_PROFILE", false) ? 1 : 0;
       if (prof_state) atexit(prof_print);
     }
     pthread_mutex_unlock(&prof_mu);

@@ -31,8 +31,7 @@ void nn_set_winograd(bool on) { atomic_store(&wino_state, on ? 1 : 0); }
 bool nn_get_winograd(void) {
   int s = atomic_load(&wino_state);
   if (s < 0) {
-    const char *e = getenv("WB_WINOGRAD");
-    s = !(e && !strcmp(e, "0"));
+    s = nn_env_flag("WB_WINOGRAD", true);
     atomic_store(&wino_state, s);
   }
   return s == 1;
