@@ -71,11 +71,12 @@ for model in ("mlp", "lenet"):
     peerb = max(best, key=best.get)
     print(f"  speed (medians, best thread setting of each): wb {wbm:.0f} vs PyTorch {med[peer]:.0f} ({peer}): {wbm / med[peer]:.2f}x")
     print(f"  speed (best single runs): wb {wbb} vs PyTorch {best[peerb]} ({peerb}): {wbb / best[peerb]:.2f}x")
-    accs = lambda w: [r[4] for r in rows if r[0] == w and r[1] == model and r[2] == 2]
+    at2 = lambda w, col: [r[col] for r in rows if r[0] == w and r[1] == model and r[2] == 2]
+    accs = lambda w: at2(w, 4)
     accpeer = max((w for w in {r[0] for r in rows} if w != "wb"), key=lambda w: len(accs(w)))
     # runs taken back to back (PyTorch, then wb, per seed at 2 threads): drift on a shared
     # machine hits a pair alike, so the median of the pairs' ratios is the steadiest figure
-    sps = lambda w: [r[3] for r in rows if r[0] == w and r[1] == model and r[2] == 2]
+    sps = lambda w: at2(w, 3)
     ratios = sorted(a / b for a, b in zip(sps("wb"), sps(accpeer)))
     if ratios:
         print(f"  speed (back-to-back pairs at 2 threads, wb / {accpeer}): median {st.median(ratios):.2f}x "

@@ -78,7 +78,8 @@ typedef struct prof_slot {
   long calls;
 } prof_slot;
 static prof_slot prof[PROF_SLOTS];
-static int prof_n, prof_state = -1; /* -1 unknown, 0 off, 1 on */
+static int prof_n;
+static atomic_int prof_state = -1; /* -1 unknown, 0 off, 1 on */
 static pthread_mutex_t prof_mu = PTHREAD_MUTEX_INITIALIZER;
 static _Thread_local int prof_depth;
 

@@ -42,6 +42,12 @@ void nn_cpu_register_index(nn_backend_i *be);
 void nn_cpu_register_optim(nn_backend_i *be);
 void nn_cpu_register_block(nn_backend_i *be);
 
+/* The threads wb may run single-threaded BLAS calls on side by side (cpu_core.c): 1 inside a
+ * parallel region, without OpenMP, or with the pthreads OpenBLAS (which threads itself). */
+int cpu_blas_threads(void);
+/* The CPU has AVX-512 F, BW, VL and DQ (what the AVX-512 kernels are compiled for). */
+bool cpu_have_avx512(void);
+
 /* Winograd F(2x2, 5x5) convolution of one float32 sample (cpu_winograd.c). cpu_wino_usable: the
  * CPU has AVX-512 and nn_get_winograd() is on. U (36, Ci, Co) from w (O, C, 5, 5) by
  * cpu_wino_filters: Ci = C, Co = O for the forward; with dgrad, Ci = O, Co = C and the filters

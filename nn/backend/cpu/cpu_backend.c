@@ -120,6 +120,18 @@ void cpu_iter_run(const cpu_iter *it, cpu_row_fn fn, const void *ctx, bool paral
   for (int64_t r = 0; r < outer; r++) run_rows(it, r, r + 1, 0, inner, fn, ctx);
 }
 
+bool cpu_have_avx512(void) {
+#if defined(__x86_64__) && defined(__GNUC__)
+  static int v = -1; /* a benign race: every thread computes the same value */
+  if (v < 0)
+    v = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+  return v;
+#else
+  return false;
+#endif
+}
+
 const char *nn_blas_core(void) {
   nn_cpu_backend_init(); /* runs nn_blas_init once */
   return openblas_get_corename();
@@ -143,8 +155,7 @@ static bool wants_passive_wait(void) {
 }
 
 void nn_blas_init(char **argv) {
-  const char *off = getenv("WB_NO_BLAS_TUNE");
-  if (off && *off && strcmp(off, "0")) return;
+  if (nn_env_flag("WB_NO_BLAS_TUNE", false)) return;
   bool reexec = false;
   if (argv && argv[0] && wants_passive_wait()) {
     setenv("OMP_WAIT_POLICY", "passive", 1);

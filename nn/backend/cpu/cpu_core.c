@@ -172,6 +172,18 @@ static int blas_layout(int64_t rows, int64_t cols, int64_t rs, int64_t cs, CBLAS
   return 0;
 }
 
+int cpu_blas_threads(void) {
+#ifdef _OPENMP
+  if (omp_in_parallel()) return 1;
+#ifdef OPENBLAS_THREAD
+  if (openblas_get_parallel() == OPENBLAS_THREAD) return 1; /* pthreads OpenBLAS: its own threads */
+#endif
+  return omp_get_max_threads();
+#else
+  return 1;
+#endif
+}
+
 /* With several threads, one float32 product of a training step's size runs as one column panel
  * of out per thread, each a single-threaded BLAS call (the OpenMP build of OpenBLAS runs
  * single-threaded inside a parallel region), instead of one BLAS call threading itself: on the
@@ -180,24 +192,27 @@ static int blas_layout(int64_t rows, int64_t cols, int64_t rs, int64_t cs, CBLAS
  * K; the panels are fixed by N and the thread count, so the bits depend on the thread count only,
  * as before. Not inside a parallel region, nor for products too small to pay the fork. */
 static int split_threads(int64_t B, int64_t M, int64_t N, int64_t K, nn_dtype dt) {
-#ifdef _OPENMP
-  int nt = omp_get_max_threads();
-  if (B != 1 || dt != NN_DTYPE_F32 || nt < 2 || omp_in_parallel()) return 1;
+  int nt = cpu_blas_threads();
+  if (B != 1 || dt != NN_DTYPE_F32 || nt < 2) return 1;
   if (N < 64 * (int64_t)nt || (double)M * N * K < 1e6) return 1;
-#ifdef OPENBLAS_THREAD
-  if (openblas_get_parallel() == OPENBLAS_THREAD) return 1; /* pthreads OpenBLAS: its own threads */
-#endif
   return nt;
-#else
-  (void)B, (void)M, (void)N, (void)K, (void)dt;
-  return 1;
-#endif
 }
 
 /* First column of panel t of n panels over N columns, on a multiple of 16 floats (one cache line
  * and one AVX-512 vector) except the end. */
 static int64_t panel_start(int64_t N, int t, int n) {
   return t >= n ? N : (N * t / n) & ~(int64_t)15;
+}
+
+/* Columns [panel_start(N, t, n), panel_start(N, t + 1, n)) of o (M, N) = op(a) op(b) + beta o,
+ * float32, one single-threaded BLAS call. */
+static void sgemm_panel(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int64_t M, int64_t N, int64_t K,
+                        const float *a, int64_t lda, const float *b, int64_t ldb, float beta,
+                        float *o, int t, int n) {
+  int64_t n0 = panel_start(N, t, n), n1 = panel_start(N, t + 1, n);
+  if (n1 <= n0) return;
+  cblas_sgemm(CblasRowMajor, ta, tb, (int)M, (int)(n1 - n0), (int)K, 1.0f, a, (int)lda,
+              b + (tb == CblasNoTrans ? n0 : n0 * ldb), (int)ldb, beta, o + n0, (int)N);
 }
 
 static int cpu_matmul(nn_tensor *const *out, nn_tensor *const *in, const nn_op_params *p) {
@@ -232,12 +247,8 @@ static int cpu_matmul(nn_tensor *const *out, nn_tensor *const *in, const nn_op_p
   int split = split_threads(B, M, N, K, o->dtype);
   if (split > 1) {
 #pragma omp parallel for num_threads(split) schedule(static, 1)
-    for (int t = 0; t < split; t++) {
-      int64_t n0 = panel_start(N, t, split), n1 = panel_start(N, t + 1, split);
-      const float *bp = F32(b) + (tb == CblasNoTrans ? n0 : n0 * ldb);
-      cblas_sgemm(CblasRowMajor, ta, tb, (int)M, (int)(n1 - n0), (int)K, 1.0f, F32(a), (int)lda, bp,
-                  (int)ldb, (float)beta, F32(o) + n0, (int)N);
-    }
+    for (int t = 0; t < split; t++)
+      sgemm_panel(ta, tb, M, N, K, F32(a), lda, F32(b), ldb, (float)beta, F32(o), t, split);
     goto done;
   }
   for (int64_t i = 0; i < B; i++) {
@@ -264,22 +275,11 @@ done:
  * (more than 2x apart in work), not float32, or with operands BLAS cannot read in place run as two
  * cpu_matmul calls. The bits depend on the thread count only, as cpu_matmul's do. */
 static int cpu_matmul_pair(nn_tensor *const *out, nn_tensor *const *in, const nn_op_params *p) {
-  (void)p;
-  nn_op_params p0 = {0};
   CBLAS_TRANSPOSE ta[2], tb[2];
   int64_t lda[2], ldb[2], M[2], N[2], K[2];
   double work[2];
-  bool together = true;
-#ifdef _OPENMP
-  int nt = omp_get_max_threads();
-  together = nt >= 2 && !omp_in_parallel();
-#ifdef OPENBLAS_THREAD
-  if (openblas_get_parallel() == OPENBLAS_THREAD) together = false;
-#endif
-#else
-  int nt = 1;
-  together = false;
-#endif
+  int nt = cpu_blas_threads();
+  bool together = nt >= 2;
   for (int k = 0; k < 2 && together; k++) {
     nn_tensor *o = out[k], *a = in[2 * k], *b = in[2 * k + 1];
     M[k] = o->shape[1], N[k] = o->shape[2], K[k] = a->shape[2];
@@ -292,23 +292,16 @@ static int cpu_matmul_pair(nn_tensor *const *out, nn_tensor *const *in, const nn
   if (!together) {
     nn_tensor *o0[1] = {out[0]}, *i0[2] = {in[0], in[1]}, *o1[1] = {out[1]},
               *i1[2] = {in[2], in[3]};
-    int rc = cpu_matmul(o0, i0, &p0);
-    return rc ? rc : cpu_matmul(o1, i1, &p0);
+    int rc = cpu_matmul(o0, i0, p); /* p: no accumulation (ops_core.def) */
+    return rc ? rc : cpu_matmul(o1, i1, p);
   }
-#ifdef _OPENMP
-  int half = nt / 2;
-#pragma omp parallel num_threads(nt)
-  {
-    int t = omp_get_thread_num(), k = t < half ? 0 : 1;
-    int n = k == 0 ? half : nt - half, j = k == 0 ? t : t - half;
-    nn_tensor *o = out[k], *a = in[2 * k], *b = in[2 * k + 1];
-    int64_t n0 = panel_start(N[k], j, n), n1 = panel_start(N[k], j + 1, n);
-    const float *bp = F32(b) + (tb[k] == CblasNoTrans ? n0 : n0 * ldb[k]);
-    if (n1 > n0)
-      cblas_sgemm(CblasRowMajor, ta[k], tb[k], (int)M[k], (int)(n1 - n0), (int)K[k], 1.0f, F32(a),
-                  (int)lda[k], bp, (int)ldb[k], 0.0f, F32(o) + n0, (int)N[k]);
+  int half = nt / 2; /* threads [0, half) on product 0, the rest on product 1 */
+#pragma omp parallel for num_threads(nt) schedule(static, 1)
+  for (int t = 0; t < nt; t++) {
+    int k = t < half ? 0 : 1, n = k == 0 ? half : nt - half, j = k == 0 ? t : t - half;
+    sgemm_panel(ta[k], tb[k], M[k], N[k], K[k], F32(in[2 * k]), lda[k], F32(in[2 * k + 1]), ldb[k],
+                0.0f, F32(out[k]), j, n);
   }
-#endif
   return NN_OK;
 }
 

@@ -43,26 +43,11 @@
  * selects and compares only: no FMA contraction), so results do not depend on which runs. */
 #define WB_AVX512 1
 #define AVX512_FN __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq")))
-static bool have_avx512(void) {
-  static int v = -1; /* a benign race: every thread computes the same value */
-  if (v < 0)
-    v = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
-  return v;
-}
 #else
 #define WB_AVX512 0
 #endif
 
 /* ---------------------------------------------------------------- helpers */
-
-static int max_threads(void) {
-#ifdef _OPENMP
-  return omp_get_max_threads();
-#else
-  return 1;
-#endif
-}
 
 /* A contiguous copy of t, or t retained when it already is. */
 static int packed(nn_tensor **out, nn_tensor *t) {
@@ -254,7 +239,7 @@ AVX512_FN static void col2im_f_avx512(float *restrict dst, const float *restrict
 /* im2col_f / col2im_f, or their AVX-512 twins where they apply */
 static void im2col_fx(float *col, const float *src, const int64_t *ss, const conv_geom *g) {
 #if WB_AVX512
-  if (g->sw * ss[2] == 1 && have_avx512()) {
+  if (g->sw * ss[2] == 1 && cpu_have_avx512()) {
     im2col_f_avx512(col, src, ss, g);
     return;
   }
@@ -263,7 +248,7 @@ static void im2col_fx(float *col, const float *src, const int64_t *ss, const con
 }
 static void col2im_fx(float *dst, const float *col, int64_t Hd, int64_t Wd, const conv_geom *g) {
 #if WB_AVX512
-  if (g->sw == 1 && have_avx512()) {
+  if (g->sw == 1 && cpu_have_avx512()) {
     col2im_f_avx512(dst, col, Hd, Wd, g);
     return;
   }
@@ -340,15 +325,13 @@ static void run_batch(conv_ctx *c, int nt, batch_fn fn) {
   for (int k = 0; k < nch; k++) fn(c, k, thread_num(), N * k / nch, N * (k + 1) / nch);
 }
 
+/* 1 with a pthreads OpenBLAS, which would start its own threads inside ours: it threads the
+ * GEMMs then */
 static int batch_threads(const conv_geom *g) {
-  int nt = max_threads();
+  int nt = cpu_blas_threads();
   if (nt > g->N) nt = (int)g->N;
   /* below ~1 MFLOP per call the fork costs more than it saves */
   if ((double)g->N * g->O * g->Kg * g->L < 5e5) nt = 1;
-#ifdef OPENBLAS_THREAD
-  /* a pthreads OpenBLAS would start its own threads inside ours: let it thread the GEMMs */
-  if (openblas_get_parallel() == OPENBLAS_THREAD) nt = 1;
-#endif
   return nt < 1 ? 1 : nt;
 }
 
@@ -446,7 +429,7 @@ AVX512_FN static void bias_relu_row_avx512(float *r, int64_t n, float b, bool bi
 #endif
 static void bias_relu_row_f(float *r, int64_t n, float b, bool bias, bool relu) {
 #if WB_AVX512
-  if (have_avx512()) {
+  if (cpu_have_avx512()) {
     bias_relu_row_avx512(r, n, b, bias, relu);
     return;
   }
@@ -1038,9 +1021,8 @@ static void fused_init(fused_ctx *f, const int64_t *xs, const int64_t *ws, const
 static int fused_alloc(nn_tensor **scr, nn_tensor **buf, fused_ctx *f, int nt, bool col) {
   conv_ctx *c = &f->c;
   *buf = NULL;
-  int64_t wino = c->scratch_n; /* what wino_prepare asked for, if it ran */
-  c->scratch_n = col ? c->g.K * c->g.L + padded_n(&c->g) : 0;
-  if (wino > c->scratch_n) c->scratch_n = wino;
+  int64_t need = col ? c->g.K * c->g.L + padded_n(&c->g) : 0;
+  if (need > c->scratch_n) c->scratch_n = need; /* Winograd's need, if larger, stays */
   int rc = scratch_alloc(scr, c, nt);
   if (!rc) rc = nn_tensor_empty(buf, 1, (int64_t[]){nt * c->g.O * c->g.L}, c->dt, nn_cpu);
   if (!rc) f->buf = nn_tensor_data(*buf);
@@ -1107,7 +1089,7 @@ static void fused_fwd_range(conv_ctx *cc, int k, int t, int64_t n0, int64_t n1) 
     int64_t *ip = f->idx + n * g->O * PL;
     char *yn = f->y + (size_t)(n * g->O * PL) * es;
 #if WB_AVX512
-    if (f32 && f->two && have_avx512()) {
+    if (f32 && f->two && cpu_have_avx512()) {
       for (int64_t o = 0; o < g->O; o++)
         pool2_mark_plane_avx512((float *)yn + o * PL, ip + o * PL, (const float *)cb + o * g->L,
                                 g->OW, f->pg.OH, f->pg.OW);

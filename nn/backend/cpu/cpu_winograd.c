@@ -105,13 +105,7 @@ int64_t cpu_wino_scratch(int64_t Ci, int64_t Co, int64_t OH, int64_t OW) {
 #include <immintrin.h>
 #define AVX512_FN __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq")))
 
-bool cpu_wino_usable(void) {
-  static int v = -1; /* a benign race: every thread computes the same value */
-  if (v < 0)
-    v = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
-  return v && nn_get_winograd();
-}
+bool cpu_wino_usable(void) { return cpu_have_avx512() && nn_get_winograd(); }
 
 /* r = B^T d over six vectors: B^T = [4 0 -5 0 1 0; 0 4 4 -1 -1 0; 0 -4 4 1 -1 0;
  * 0 -2 -1 2 1 0; 0 2 -1 -2 1 0; 0 4 0 -5 0 1] */
@@ -171,6 +165,17 @@ AVX512_FN static void wino_input(float *V, float *P, const float *x, const int64
       }
 }
 
+/* e = A u over two vectors: A = (A^T)^T = [1 0; 1 1; 1 -1; 1 2; 1 -2; 0 1] */
+AVX512_FN static inline void a6(__m512 e[6], __m512 u0, __m512 u1) {
+  const __m512 two = _mm512_set1_ps(2.0f);
+  e[0] = u0;
+  e[1] = _mm512_add_ps(u0, u1);
+  e[2] = _mm512_sub_ps(u0, u1);
+  e[3] = _mm512_fmadd_ps(two, u1, u0);
+  e[4] = _mm512_fnmadd_ps(two, u1, u0);
+  e[5] = u1;
+}
+
 /* lane k of the result: k * stride, for scatters and gathers over 16 channel planes */
 AVX512_FN static inline __m512i plane_offsets(int64_t stride) {
   return _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
@@ -183,15 +188,13 @@ AVX512_FN void cpu_wino_conv(float *y, const float *x, const int64_t *xs, int64_
   const int64_t TH = tiles(OH), TW = tiles(OW), T = TH * TW, ob = Co / 16;
   float *P = scratch, *V = P + (2 * TH + 4) * (2 * TW + 4) * Ci, *M = V + 36 * T * Ci;
   wino_input(V, P, x, xs, Ci, H, W, ph, pw, TH, TW);
-  /* 3. M[xi] (T, Co) = V[xi] (T, Ci) @ U[xi] (Ci, Co) */
+  /* M[xi] (T, Co) = V[xi] (T, Ci) @ U[xi] (Ci, Co) */
   for (int xi = 0; xi < 36; xi++)
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)T, (int)Co, (int)Ci, 1.0f,
                 V + xi * T * Ci, (int)Ci, U + xi * Ci * Co, (int)Co, 0.0f, M + xi * T * Co,
                 (int)Co);
-  /* 4. each tile's 2x2 outputs A^T m A, 16 output channels at a time, scattered into y */
-  const __m512i lane =
-      _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-                         _mm512_set1_epi32((int)(OH * OW)));
+  /* each tile's 2x2 outputs A^T m A, 16 output channels at a time, scattered into y */
+  const __m512i lane = plane_offsets(OH * OW);
   for (int64_t th = 0; th < TH; th++)
     for (int64_t tw = 0; tw < TW; tw++)
       for (int64_t b = 0; b < ob; b++) {
@@ -229,7 +232,6 @@ AVX512_FN void cpu_wino_dw_sample(float *dU, const float *x, const int64_t *xs, 
   /* D[xi][t][o] = (A dY A^T)[xi] for tile t's 2x2 output gradient dY (0 outside the output),
    * 16 channels at a time; A = [1 0; 1 1; 1 -1; 1 2; 1 -2; 0 1] */
   const __m512i lane = plane_offsets(OH * OW);
-  const __m512 two = _mm512_set1_ps(2.0f);
   for (int64_t th = 0; th < TH; th++)
     for (int64_t tw = 0; tw < TW; tw++)
       for (int64_t b = 0; b < ob; b++) {
@@ -241,25 +243,13 @@ AVX512_FN void cpu_wino_dw_sample(float *dU, const float *x, const int64_t *xs, 
             g[a][c] = oy < OH && ox < OW ? _mm512_i32gather_ps(lane, yb + oy * OW + ox, 4)
                                          : _mm512_setzero_ps();
           }
-        __m512 r[6][2]; /* (A dY)[i][c] */
-        for (int c = 0; c < 2; c++) {
-          __m512 u0 = g[0][c], u1 = g[1][c];
-          r[0][c] = u0;
-          r[1][c] = _mm512_add_ps(u0, u1);
-          r[2][c] = _mm512_sub_ps(u0, u1);
-          r[3][c] = _mm512_fmadd_ps(two, u1, u0);
-          r[4][c] = _mm512_fnmadd_ps(two, u1, u0);
-          r[5][c] = u1;
-        }
+        __m512 r0[6], r1[6]; /* (A dY)[i][0], (A dY)[i][1] */
+        a6(r0, g[0][0], g[1][0]);
+        a6(r1, g[0][1], g[1][1]);
         float *d = D + (th * TW + tw) * Co + b * 16;
         for (int i = 0; i < 6; i++) {
-          __m512 u0 = r[i][0], u1 = r[i][1], e[6];
-          e[0] = u0;
-          e[1] = _mm512_add_ps(u0, u1);
-          e[2] = _mm512_sub_ps(u0, u1);
-          e[3] = _mm512_fmadd_ps(two, u1, u0);
-          e[4] = _mm512_fnmadd_ps(two, u1, u0);
-          e[5] = u1;
+          __m512 e[6]; /* row i of (A dY) A^T */
+          a6(e, r0[i], r1[i]);
           for (int j = 0; j < 6; j++) _mm512_storeu_ps(d + (i * 6 + j) * T * Co, e[j]);
         }
       }
